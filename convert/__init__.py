@@ -1,0 +1,1 @@
+"""Conversion: Keras -> LiteRT export and quantisation, ONNX -> LiteRT import."""

@@ -1,0 +1,1 @@
+"""Keras 3 layers and models for bone-age assessment (keras.ops only; backend-agnostic)."""
