@@ -1,0 +1,173 @@
+"""Keras -> LiteRT (.tflite) export with builtin ops only, op listing, and validation in a child process.
+
+TensorFlow and Keras are imported inside the functions that need them; op listing and validation need neither.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from edge_boneage import EdgeBoneageError
+from edge_boneage.fileutil import write_bytes_atomic
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+QUANTIZATIONS = ("float32",)  # fp16 / dynamic-range / int8 are added here later, via _converter_kwargs
+
+
+def _converter_kwargs(quantization: str, representative_data=None) -> dict:
+    """Extra `model.export(format="litert")` kwargs (they become TFLiteConverter attributes) per quantization."""
+    import tensorflow as tf
+
+    if quantization == "float32":
+        return {"target_spec": {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS]}}
+    raise EdgeBoneageError(f"quantization {quantization!r} is not implemented; available: {', '.join(QUANTIZATIONS)}")
+
+
+def export_litert(model, path: str | os.PathLike, *, quantization: str = "float32", representative_data=None,
+                  check_builtin: bool = True) -> Path:
+    """Export a Keras model to `path` (.tflite), builtin LiteRT ops only, written atomically; returns the path.
+
+    Must run under KERAS_BACKEND=tensorflow (a JAX-trained model: save .keras, load it in a TensorFlow process).
+    """
+    import keras
+
+    path = Path(path)
+    if path.suffix != ".tflite":
+        raise EdgeBoneageError(f"{path}: a LiteRT model file must end in .tflite")
+    if keras.backend.backend() != "tensorflow":
+        raise EdgeBoneageError(
+            f"{path}: LiteRT export needs KERAS_BACKEND=tensorflow (current backend: {keras.backend.backend()}); "
+            "save the model as .keras and export it from a TensorFlow-backend process"
+        )
+    kwargs = _converter_kwargs(quantization, representative_data)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as tmp:
+        tmp_file = Path(tmp) / "model.tflite"
+        try:
+            model.export(str(tmp_file), format="litert", verbose=False, **kwargs)
+        except Exception as exc:  # the converter's messages are many lines; keep the first
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise EdgeBoneageError(f"{path}: LiteRT conversion failed: {first}") from exc
+        if check_builtin:
+            custom = non_builtin_ops(tmp_file)
+            if custom:
+                raise EdgeBoneageError(f"{path}: converted model has non-builtin ops {custom}")
+        write_bytes_atomic(path, tmp_file.read_bytes())
+    return path
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Op listing
+
+
+def _ops_from_flatbuffer(path: str | os.PathLike) -> list[str]:
+    """Op type of every operator in every subgraph, read from the flatbuffer (custom ops by their custom code)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    buf = Path(path).read_bytes()
+    model = schema.Model.GetRootAs(buf, 0)
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    codes = []
+    for i in range(model.OperatorCodesLength()):
+        oc = model.OperatorCodes(i)
+        code = max(int(oc.BuiltinCode()), int(oc.DeprecatedBuiltinCode()))
+        if code == schema.BuiltinOperator.CUSTOM:
+            codes.append((oc.CustomCode() or b"CUSTOM").decode())
+        else:
+            codes.append(names.get(code, f"BUILTIN_{code}"))
+    ops = []
+    for s in range(model.SubgraphsLength()):
+        sg = model.Subgraphs(s)
+        ops.extend(codes[sg.Operators(j).OpcodeIndex()] for j in range(sg.OperatorsLength()))
+    return ops
+
+
+def _ops_from_interpreter(path: str | os.PathLike) -> list[str]:
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    # no default delegates, or XNNPACK's fused node would hide the real op types
+    it = Interpreter(model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    return [d["op_name"] for d in it._get_ops_details()]
+
+
+def list_ops(path: str | os.PathLike) -> list[str]:
+    """Op type names of a .tflite, one per operator (builtins upper case, e.g. CONV_2D; Flex/custom by name).
+
+    Uses the interpreter's op details; falls back to parsing the flatbuffer when the interpreter cannot load the
+    model (e.g. Flex ops it cannot resolve) or lacks `_get_ops_details`.
+    """
+    if not Path(path).is_file():
+        raise EdgeBoneageError(f"{path}: no such .tflite file")
+    try:
+        return _ops_from_interpreter(path)
+    except (ValueError, RuntimeError, AttributeError, ImportError, TypeError):
+        return _ops_from_flatbuffer(path)
+
+
+def non_builtin_ops(path: str | os.PathLike) -> list[str]:
+    """Sorted op types that are not LiteRT builtins (Flex*/custom ops the stock interpreter cannot run)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    builtin = {k for k in vars(schema.BuiltinOperator) if not k.startswith("_")} - {"CUSTOM", "DELEGATE"}
+    return sorted({op for op in list_ops(path) if op not in builtin})
+
+
+def op_counts(path: str | os.PathLike) -> dict[str, int]:
+    """{op type: number of operators}, sorted by name."""
+    return dict(sorted(Counter(list_ops(path)).items()))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Validation in a child process
+
+_CHILD = r"""
+import sys, numpy as np
+from edge_boneage.runtime import LiteRTModel
+data = np.load(sys.argv[2])
+model = LiteRTModel(sys.argv[1], num_threads=int(sys.argv[4]))
+out = model({k: data[k] for k in data.files})
+np.savez(sys.argv[3], **out)
+"""
+
+
+def validate_in_subprocess(path: str | os.PathLike, inputs: dict, *, timeout: float = 300.0,
+                           num_threads: int = 1) -> dict[str, np.ndarray]:
+    """Load and run a .tflite in a child process (a crash, e.g. SIGABRT in invoke, cannot take the caller down).
+
+    Returns {output name: array}; raises EdgeBoneageError with the signal / last error line on failure.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise EdgeBoneageError(f"{path}: no such .tflite file")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    with tempfile.TemporaryDirectory(prefix="edge_boneage_validate_") as tmp:
+        in_file, out_file = Path(tmp) / "inputs.npz", Path(tmp) / "outputs.npz"
+        np.savez(in_file, **{k: np.asarray(v) for k, v in inputs.items()})
+        cmd = [sys.executable, "-c", _CHILD, str(path), str(in_file), str(out_file), str(int(num_threads))]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+        except subprocess.TimeoutExpired as exc:
+            raise EdgeBoneageError(f"{path}: LiteRT validation timed out after {timeout:g} s") from exc
+        if proc.returncode != 0:
+            if proc.returncode < 0:
+                try:
+                    how = f"crashed with {signal.Signals(-proc.returncode).name}"
+                except ValueError:
+                    how = f"was killed by signal {-proc.returncode}"
+            else:
+                how = f"failed (exit code {proc.returncode})"
+            lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+            last = lines[-1].strip() if lines else "no error output"
+            raise EdgeBoneageError(f"{path}: LiteRT interpreter {how}: {last}")
+        with np.load(out_file) as out:
+            return {k: out[k] for k in out.files}
