@@ -53,9 +53,10 @@ def export_litert(model, path: str | os.PathLike, *, quantization: str = "float3
         tmp_file = Path(tmp) / "model.tflite"
         try:
             model.export(str(tmp_file), format="litert", verbose=False, **kwargs)
-        except Exception as exc:  # the converter's messages are many lines; keep the first
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise EdgeBoneageError(f"{path}: LiteRT conversion failed: {first}") from exc
+        except Exception as exc:  # the converter's message is many lines: keep the op summary or the first line
+            lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()] or [type(exc).__name__]
+            summary = [ln for ln in lines if ln.startswith(("TF Select ops:", "Custom ops:"))] or lines[:1]
+            raise EdgeBoneageError(f"{path}: LiteRT conversion failed: {'; '.join(summary)[:500]}") from exc
         if check_builtin:
             custom = non_builtin_ops(tmp_file)
             if custom:

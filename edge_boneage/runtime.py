@@ -117,6 +117,14 @@ class LiteRTModel:
 
     def __call__(self, inputs: dict | None = None, **kwargs) -> dict[str, np.ndarray]:
         feed = self._prepare({**(inputs or {}), **kwargs})
+        try:
+            raw = self._invoke(feed)
+        except (RuntimeError, ValueError) as exc:
+            msg = " ".join(str(exc).split())[:500]
+            raise EdgeBoneageError(f"{self.path}: LiteRT inference failed: {msg}") from exc
+        return {name: np.array(dequantize(raw[name], self._out[name])) for name in self._out}
+
+    def _invoke(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self._runner is not None:
             raw = self._runner(**feed)  # resizes inputs (e.g. batch) to the fed shapes
         else:
@@ -128,7 +136,7 @@ class LiteRTModel:
                 it.set_tensor(self._in[name]["index"], x)
             it.invoke()
             raw = {name: it.get_tensor(d["index"]) for name, d in self._out.items()}
-        return {name: np.array(dequantize(raw[name], self._out[name])) for name in self._out}
+        return raw
 
     def __repr__(self) -> str:
         return f"LiteRTModel({str(self.path)!r}, inputs={self.input_names}, outputs={self.output_names})"
