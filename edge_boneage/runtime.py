@@ -31,6 +31,13 @@ def tensor_key(name: str) -> str:
     return re.sub(r"^serving_default_", "", name)
 
 
+def _by_key(details: list[dict]) -> dict[str, dict]:
+    """{short name: detail}; tensors whose short names collide (e.g. 'StatefulPartitionedCall:0' and ':1') keep
+    their full names."""
+    keys = [tensor_key(d["name"]) for d in details]
+    return {(k if keys.count(k) == 1 else d["name"]): d for k, d in zip(keys, details)}
+
+
 def quantize(x: np.ndarray, detail: dict) -> np.ndarray:
     """Float values -> the tensor's integer dtype with its scale/zero-point (plain cast when not quantised)."""
     dtype = np.dtype(detail["dtype"])
@@ -78,8 +85,8 @@ class LiteRTModel:
             self._out = dict(self._runner.get_output_details())
         else:  # no SignatureDef: fall back to the tensor names the converter wrote
             self.interpreter.allocate_tensors()
-            self._in = {tensor_key(d["name"]): d for d in self.interpreter.get_input_details()}
-            self._out = {tensor_key(d["name"]): d for d in self.interpreter.get_output_details()}
+            self._in = _by_key(self.interpreter.get_input_details())
+            self._out = _by_key(self.interpreter.get_output_details())
 
     def input_details(self) -> dict[str, dict]:
         """{input name: tensor detail (shape_signature, dtype, quantization, ...)}."""
