@@ -1,0 +1,231 @@
+"""The one preprocessing pipeline shared by training, Python inference and the apps.
+
+    img (uint8 HxW grey, from edge_boneage.io.read_image)
+      -> letterbox_square (centred, pad 0; odd padding: the extra pixel goes bottom/right)
+      -> resize_area to S x S (cv2.INTER_AREA, also when enlarging; see below)
+      -> optional enhancement on the S x S image: "clahe" (cv2 CLAHE) or "hist" (cv2.equalizeHist)
+      -> uint8 (S, S), values 0..255; the model casts to float itself.
+
+The exact rules, with worked examples for a Java/JS reimplementation, are in docs/PREPROCESSING.md.
+`PreprocessSpec` records them; its `to_dict()` is embedded in .tflite metadata and read by the apps.
+
+Imports only numpy and OpenCV (no TensorFlow/Keras): used on edge boxes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+
+SPEC_VERSION = 1
+ENHANCE_CHOICES = (None, "clahe", "hist")
+LETTERBOX_RULE = "centre-pad-extra-bottom-right"
+RESIZE_RULE = "cv2.INTER_AREA"
+
+
+def _as_grey_uint8(img: np.ndarray, name: str = "img") -> np.ndarray:
+    a = np.asarray(img)
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[:, :, 0]
+    if a.ndim != 2:
+        raise ValueError(f"{name}: expected a 2-D greyscale image (H, W) or (H, W, 1), got shape {a.shape}")
+    if a.dtype != np.uint8:
+        raise ValueError(f"{name}: expected dtype uint8, got {a.dtype} (read images with edge_boneage.io.read_image)")
+    if a.shape[0] == 0 or a.shape[1] == 0:
+        raise ValueError(f"{name}: empty image of shape {a.shape}")
+    return a
+
+
+def letterbox_offsets(height: int, width: int) -> tuple[int, int, int, int, int]:
+    """(side, top, bottom, left, right) for padding an HxW image to a centred square of side max(H, W).
+
+    top = (side - H) // 2 and bottom = side - H - top, so with odd padding the extra pixel is at the
+    bottom (and likewise at the right).
+    """
+    side = max(int(height), int(width))
+    top = (side - height) // 2
+    left = (side - width) // 2
+    return side, top, side - height - top, left, side - width - left
+
+
+def letterbox_square(img: np.ndarray, pad_value: int = 0) -> np.ndarray:
+    """Pad to a centred square of side max(H, W) with `pad_value`; odd padding puts the extra pixel bottom/right.
+
+    Works for (H, W) and (H, W, C) arrays of any dtype; always returns a new C-contiguous array.
+    """
+    a = np.asarray(img)
+    if a.ndim not in (2, 3):
+        raise ValueError(f"letterbox_square: expected (H, W) or (H, W, C), got shape {a.shape}")
+    h, w = a.shape[:2]
+    side, top, _bottom, left, _right = letterbox_offsets(h, w)
+    out = np.full((side, side) + a.shape[2:], pad_value, dtype=a.dtype)
+    out[top : top + h, left : left + w] = a
+    return out
+
+
+def resize_area(img: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """cv2.resize(img, (W, H), interpolation=cv2.INTER_AREA); `size` is S (-> S x S) or (H, W).
+
+    Shrinking: true area averaging (each output pixel = weighted mean of the source pixels it covers).
+    Enlarging (source smaller than S, e.g. the 100x100 RSNA set to 128 or 224): we still call INTER_AREA,
+    on purpose, so that one rule holds for every input. OpenCV then does not average: it uses a
+    bilinear interpolation whose weight is 0 except in one output pixel per source-pixel boundary
+    (sx = floor(dx * scale); f = (dx + 1) - (sx + 1) / scale; f = 0 if f <= 0 else f - floor(f);
+    out = (1 - f) * src[sx] + f * src[sx + 1]), i.e. pixel replication with a one-pixel linear
+    transition: sharp, like INTER_NEAREST, but without its phase shift. docs/PREPROCESSING.md has the
+    formulas and examples. (A square input to a square output always scales both axes the same way,
+    so preprocess() never mixes shrinking on one axis with enlarging on the other.)
+    """
+    a = _as_grey_uint8(img, "resize_area")
+    if isinstance(size, (int, np.integer)):
+        h = w = int(size)
+    else:
+        h, w = (int(s) for s in size)
+    if h <= 0 or w <= 0:
+        raise ValueError(f"resize_area: size must be positive, got {size}")
+    if a.shape == (h, w):
+        return a.copy()
+    return cv2.resize(a, (w, h), interpolation=cv2.INTER_AREA)
+
+
+def clahe(img: np.ndarray, clip: float = 2.0, tiles: tuple[int, int] | int = (8, 8)) -> np.ndarray:
+    """OpenCV CLAHE: cv2.createCLAHE(clipLimit=clip, tileGridSize=(tiles_x, tiles_y)).apply(img)."""
+    a = _as_grey_uint8(img, "clahe")
+    if isinstance(tiles, (int, np.integer)):
+        tiles = (int(tiles), int(tiles))
+    tx, ty = (int(t) for t in tiles)
+    if tx < 1 or ty < 1:
+        raise ValueError(f"clahe: tiles must be >= 1, got {tiles}")
+    if not clip > 0:
+        raise ValueError(f"clahe: clip must be > 0, got {clip}")
+    return cv2.createCLAHE(clipLimit=float(clip), tileGridSize=(tx, ty)).apply(np.ascontiguousarray(a))
+
+
+def equalize_hist(img: np.ndarray) -> np.ndarray:
+    """Global histogram equalisation, cv2.equalizeHist (LUT: round(255 * (cdf(v) - cdf_min) / (N - cdf_min)))."""
+    a = _as_grey_uint8(img, "equalize_hist")
+    return cv2.equalizeHist(np.ascontiguousarray(a))
+
+
+def enhance_image(img: np.ndarray, enhance: str | None, clip: float = 2.0, tiles=(8, 8)) -> np.ndarray:
+    if enhance is None or enhance == "none":
+        return _as_grey_uint8(img).copy()
+    if enhance == "clahe":
+        return clahe(img, clip, tiles)
+    if enhance == "hist":
+        return equalize_hist(img)
+    raise ValueError(f"unknown enhance {enhance!r}; choose one of None, 'clahe', 'hist'")
+
+
+def preprocess(
+    img: np.ndarray,
+    size: int,
+    enhance: str | None = None,
+    *,
+    clip: float = 2.0,
+    tiles: tuple[int, int] = (8, 8),
+    pad_value: int = 0,
+) -> np.ndarray:
+    """letterbox_square -> resize_area(size) -> optional enhancement. Returns uint8 (size, size).
+
+    Enhancement runs on the S x S image (after resizing), so its result does not depend on the source
+    resolution and costs the same on a phone for any input.
+    """
+    a = _as_grey_uint8(img, "preprocess")
+    if enhance not in ENHANCE_CHOICES and enhance != "none":
+        raise ValueError(f"unknown enhance {enhance!r}; choose one of None, 'clahe', 'hist'")
+    out = resize_area(letterbox_square(a, pad_value), int(size))
+    return enhance_image(out, enhance, clip, tiles)
+
+
+def to_model_input(img: np.ndarray) -> np.ndarray:
+    """(S, S) uint8 -> (1, S, S, 1) uint8 batch for the model input "image"."""
+    a = _as_grey_uint8(img, "to_model_input")
+    return a[None, :, :, None].copy()
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """What a model expects as input; embedded in .tflite metadata (JSON of `to_dict()`) and read by the apps."""
+
+    input_size: int
+    enhance: str | None = None
+    clahe_clip: float = 2.0
+    clahe_tiles: tuple[int, int] = (8, 8)
+    dtype: str = "uint8"
+    channels: int = 1
+    value_range: tuple[int, int] = (0, 255)
+    pad_value: int = 0
+    letterbox: str = LETTERBOX_RULE
+    resize: str = RESIZE_RULE
+    colour: str = "grey; RGB -> (19595 R + 38470 G + 7471 B + 32768) >> 16; MONOCHROME1 inverted"
+    version: int = SPEC_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.enhance == "none":
+            object.__setattr__(self, "enhance", None)
+        if int(self.input_size) <= 0:
+            raise ValueError(f"PreprocessSpec: input_size must be positive, got {self.input_size}")
+        if self.enhance not in ENHANCE_CHOICES:
+            raise ValueError(f"PreprocessSpec: enhance must be one of None, 'clahe', 'hist', got {self.enhance!r}")
+        if self.dtype != "uint8" or self.channels != 1 or tuple(self.value_range) != (0, 255):
+            raise ValueError("PreprocessSpec: the model contract is uint8, 1 channel, values 0..255")
+        if self.letterbox != LETTERBOX_RULE or self.resize != RESIZE_RULE:
+            raise ValueError(f"PreprocessSpec: unknown letterbox/resize rule {self.letterbox!r}/{self.resize!r}")
+        if self.version != SPEC_VERSION:
+            raise ValueError(f"PreprocessSpec: version {self.version} is not supported (this code reads {SPEC_VERSION})")
+        object.__setattr__(self, "clahe_tiles", tuple(int(t) for t in self.clahe_tiles))
+        object.__setattr__(self, "value_range", tuple(int(v) for v in self.value_range))
+
+    def apply(self, img: np.ndarray) -> np.ndarray:
+        return preprocess(
+            img, self.input_size, self.enhance, clip=self.clahe_clip, tiles=self.clahe_tiles, pad_value=self.pad_value
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["clahe_tiles"] = list(self.clahe_tiles)
+        d["value_range"] = list(self.value_range)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PreprocessSpec:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"PreprocessSpec.from_dict: unknown keys {unknown}")
+        if "input_size" not in d:
+            raise ValueError("PreprocessSpec.from_dict: missing 'input_size'")
+        kw = dict(d)
+        for k in ("clahe_tiles", "value_range"):
+            if k in kw:
+                kw[k] = tuple(kw[k])
+        kw["extra"] = dict(kw.get("extra") or {})
+        return cls(**kw)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> PreprocessSpec:
+        return cls.from_dict(json.loads(text))
+
+
+__all__ = [
+    "ENHANCE_CHOICES",
+    "PreprocessSpec",
+    "clahe",
+    "enhance_image",
+    "equalize_hist",
+    "letterbox_offsets",
+    "letterbox_square",
+    "preprocess",
+    "resize_area",
+    "to_model_input",
+]
