@@ -119,9 +119,9 @@ def ref_equalize_hist(a: np.ndarray) -> np.ndarray:
     return lut[a]
 
 
-def ref_clahe_one_tile(a: np.ndarray, clip: float) -> np.ndarray:
-    """OpenCV CLAHE with a 1x1 tile grid: clip the histogram at int(clip * N / 256), spread the excess evenly
-    (remainder one by one every 256 // residual bins from bin 0), lut = round(cumsum * 255 / N)."""
+def ref_tile_lut(a: np.ndarray, clip: float) -> np.ndarray:
+    """One CLAHE tile's LUT as OpenCV computes it: clip the histogram at int(clip * N / 256), spread the excess
+    evenly (remainder one by one every 256 // residual bins from bin 0), lut = round(cumsum * float32(255 / N))."""
     n = a.size
     limit = max(int(clip * n / 256), 1)
     hist = np.bincount(a.ravel(), minlength=256).astype(np.int64)
@@ -136,8 +136,37 @@ def ref_clahe_one_tile(a: np.ndarray, clip: float) -> np.ndarray:
                 break
             hist[i] += 1
             residual -= 1
-    lut = np.rint(np.cumsum(hist).astype(np.float32) * np.float32(255.0 / n)).clip(0, 255).astype(np.uint8)
-    return lut[a]
+    return np.rint(np.cumsum(hist).astype(np.float32) * np.float32(255.0 / n)).clip(0, 255).astype(np.float32)
+
+
+def ref_clahe(a: np.ndarray, clip: float, tiles_x: int, tiles_y: int) -> np.ndarray:
+    """OpenCV CLAHE: pad bottom/right by reflection (BORDER_REFLECT_101) to a multiple of the grid, one LUT per
+    tile, then per pixel bilinear blend (float32) of the 4 nearest tile centres' LUT values, rounded half-even."""
+    h, w = a.shape
+    p = np.pad(a, ((0, (-h) % tiles_y), (0, (-w) % tiles_x)), mode="reflect")
+    th, tw = p.shape[0] // tiles_y, p.shape[1] // tiles_x
+    luts = np.stack(
+        [np.stack([ref_tile_lut(p[j * th : (j + 1) * th, i * tw : (i + 1) * tw], clip) for i in range(tiles_x)])
+         for j in range(tiles_y)]
+    )  # (tiles_y, tiles_x, 256)
+
+    def axis(n, tile, count):
+        f = np.arange(n, dtype=np.float32) * np.float32(1.0 / tile) - np.float32(0.5)
+        lo = np.floor(f).astype(np.int64)
+        frac = (f - lo.astype(np.float32)).astype(np.float32)
+        return np.maximum(lo, 0), np.minimum(lo + 1, count - 1), frac, (np.float32(1) - frac).astype(np.float32)
+
+    y1, y2, ya, ya1 = axis(h, th, tiles_y)
+    x1, x2, xa, xa1 = axis(w, tw, tiles_x)
+    Y1, Y2, X1, X2 = y1[:, None], y2[:, None], x1[None, :], x2[None, :]
+    top = luts[Y1, X1, a] * xa1[None, :] + luts[Y1, X2, a] * xa[None, :]
+    bottom = luts[Y2, X1, a] * xa1[None, :] + luts[Y2, X2, a] * xa[None, :]
+    res = top * ya1[:, None] + bottom * ya[:, None]
+    return np.clip(np.rint(res), 0, 255).astype(np.uint8)
+
+
+def ref_clahe_one_tile(a: np.ndarray, clip: float) -> np.ndarray:
+    return ref_tile_lut(a, clip).astype(np.uint8)[a]
 
 
 # ------------------------------------------------------------------ letterbox
@@ -242,6 +271,12 @@ def test_clahe_one_tile_matches_numpy_reference():
     a = _smooth(40, 52, seed=3)
     for clip in (1.0, 2.0, 4.0, 40.0):
         np.testing.assert_array_equal(clahe(a, clip, (1, 1)), ref_clahe_one_tile(a, clip))
+
+
+@pytest.mark.parametrize("shape, tiles, clip", [((64, 64), 8, 2.0), ((48, 40), 4, 2.0), ((50, 45), 4, 3.0), ((224, 224), 8, 2.0)])
+def test_clahe_multi_tile_matches_numpy_reference(shape, tiles, clip):
+    a = (_smooth(*shape, seed=shape[0]).astype(np.float32) * 0.5 + 50).astype(np.uint8)
+    np.testing.assert_array_equal(clahe(a, clip, (tiles, tiles)), ref_clahe(a, clip, tiles, tiles))
 
 
 def test_clahe_properties_vs_skimage():
