@@ -340,8 +340,9 @@ def contact_sheet(size: int = 192, seed: int = 0, ages=range(1, 19), boxes: bool
                     cv2.rectangle(tile, (int(b[0]), int(b[1])), (int(b[2]), int(b[3])), (0, 0, 255), 1)
             label = f"{'M' if male else 'F'} {age:g}y  S={child['score']:.0f}"
             fs = size / 400.0
-            cv2.rectangle(tile, (0, size - int(26 * fs) - 2), (size, size), (0, 0, 0), -1)
-            cv2.putText(tile, label, (3, size - 6), cv2.FONT_HERSHEY_SIMPLEX, fs, (0, 255, 255), 1, cv2.LINE_AA)
+            (tw, th), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, fs, 1)
+            cv2.rectangle(tile, (0, 0), (tw + 6, th + 8), (0, 0, 0), -1)
+            cv2.putText(tile, label, (3, th + 4), cv2.FONT_HERSHEY_SIMPLEX, fs, (0, 255, 255), 1, cv2.LINE_AA)
             tiles.append(cv2.copyMakeBorder(tile, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=(90, 90, 90)))
         rows.append(np.hstack(tiles))
     return np.vstack(rows)
