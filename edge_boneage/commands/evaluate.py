@@ -1,0 +1,56 @@
+"""`edge-boneage evaluate MODEL`: MAE / ±1-year accuracy / bias per sex and age band, report.json + PNG plots.
+
+A .tflite model runs through edge_boneage.runtime (no TensorFlow/Keras import); a .keras model through Keras.
+Both use the same data, preprocessing, batching and metrics code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edge_boneage import EdgeBoneageError
+from edge_boneage.commands.train import _set_backend, add_data_args
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("evaluate", help="evaluate a .keras or .tflite age model on labelled images",
+                              description="Evaluate an age model. Data: --from-run DIR (that run's validation "
+                                          "images), or --data synth|rsna|csv. Writes report.json, predictions.csv "
+                                          "and PNG plots into --out and prints a table.")
+    p.add_argument("model", help="model file (.keras or .tflite)")
+    p.add_argument("--from-run", help="evaluate on the validation images of this training run folder")
+    add_data_args(p, default_data=None)
+    p.add_argument("--seed", type=int, default=12345,
+                   help="seed of the synthetic images (--data synth; default 12345, unlike training's 0)")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--out", required=True, help="report folder")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument("--backend", choices=("tensorflow", "jax"), help="Keras backend for .keras models")
+    p.set_defaults(func=handler)
+
+
+def handler(args) -> int:
+    _set_backend(args.backend)
+    from edge_boneage import train as T
+    from edge_boneage.metrics import format_table
+
+    model = T.open_age_model(Path(args.model))
+    if args.from_run:
+        if args.data:
+            raise EdgeBoneageError("give either --from-run or --data, not both")
+        source = T.run_val_source(args.from_run)
+        meta = {"data": "run-val", "run": args.from_run}
+    else:
+        if not args.data:
+            raise EdgeBoneageError("no data: give --data synth|rsna|csv or --from-run RUN_DIR")
+        cfg = T.TrainConfig(data=args.data, synth_n=args.synth_n, rsna_dir=args.rsna_dir, labels_csv=args.labels_csv,
+                            image_dir=args.image_dir, limit=args.limit, size=model.size, enhance=args.enhance,
+                            seed=args.seed)
+        source = T.load_source(cfg)
+        meta = {"data": args.data, "seed": args.seed if args.data == "synth" else None,
+                "rsna_dir": args.rsna_dir, "csv": args.labels_csv, "limit": args.limit}
+    report = T.evaluate_model(model, source, args.out, batch=args.batch, meta=meta, plots=not args.no_plots)
+    print(f"{args.model} on {len(source)} images ({meta['data']}):")
+    print(format_table(report))
+    print(f"report: {report['files']['report']}")
+    return 0

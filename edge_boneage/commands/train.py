@@ -1,0 +1,104 @@
+"""`edge-boneage train`: train (or resume) a registered age model; see edge_boneage.train for files and loss."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from edge_boneage import EdgeBoneageError
+
+
+def parse_model_args(pairs: list[str]) -> dict:
+    """['alpha=0.5', 'use_sex=false', 'lbp=ror'] -> {'alpha': 0.5, 'use_sex': False, 'lbp': 'ror'} (JSON values, else str)."""
+    out = {}
+    for p in pairs or []:
+        if "=" not in p:
+            raise EdgeBoneageError(f"--model-arg {p!r}: expected key=value")
+        k, v = p.split("=", 1)
+        low = v.strip().lower()
+        if low in ("true", "false"):
+            out[k.strip()] = low == "true"
+        elif low in ("none", "null"):
+            out[k.strip()] = None
+        else:
+            try:
+                out[k.strip()] = json.loads(v)
+            except json.JSONDecodeError:
+                out[k.strip()] = v
+    return out
+
+
+def add_data_args(p: argparse.ArgumentParser, *, default_data: str | None = "synth") -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--data", choices=("synth", "rsna", "csv"), default=default_data,
+                   help=f"data source (default: {default_data})")
+    g.add_argument("--rsna-dir", help="folder with labels.csv and img100/ (--data rsna)")
+    g.add_argument("--csv", dest="labels_csv", help="labels CSV (--data csv; or a different RSNA labels file)")
+    g.add_argument("--image-dir", help="folder the CSV's image paths are relative to")
+    g.add_argument("--synth-n", type=int, default=512, help="number of synthetic images (--data synth; default 512)")
+    g.add_argument("--limit", type=int, help="use only the first N samples")
+    g.add_argument("--enhance", help="preprocessing enhancement (default: the preprocessing spec's default)")
+
+
+def _set_backend(name: str | None) -> None:
+    if not name:
+        return
+    if "keras" in sys.modules and os.environ.get("KERAS_BACKEND", "tensorflow") != name:
+        raise EdgeBoneageError(f"--backend {name}: Keras is already imported with another backend")
+    os.environ["KERAS_BACKEND"] = name
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("train", help="train an age model (default data: synthetic hands)",
+                              description="Train a registered age model. Writes run.json, log.csv, last.keras, "
+                                          "best.keras and a validation report into --out. --resume continues an "
+                                          "interrupted run with no lost or repeated epoch.")
+    p.add_argument("--model", default="ril_mobilenetv3_large", help="registered model name (edge-boneage models)")
+    p.add_argument("--model-arg", action="append", default=[], metavar="K=V",
+                   help="builder keyword, repeatable (e.g. --model-arg alpha=0.5 --model-arg use_sex=false)")
+    add_data_args(p)
+    p.add_argument("--size", type=int, default=224, help="input size S (default 224)")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="validation share (default 0.1)")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
+                   help="random rotation/shift/scale/brightness/contrast, never flips (default on)")
+    p.add_argument("--age-loss-weight", type=float, default=1.0, help="lambda on MAE in years (default 1.0)")
+    p.add_argument("--label-smoothing", type=float, default=0.0)
+    p.add_argument("--sigma-years", type=float, default=0.0, help="> 0: Gaussian soft class targets")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/train", help="run folder (default runs/train)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last committed epoch")
+    p.add_argument("--mixed-precision", action="store_true", help="mixed_float16 (only when a GPU is present)")
+    p.add_argument("--backend", choices=("tensorflow", "jax"), help="Keras backend (default: $KERAS_BACKEND)")
+    p.add_argument("--note", default="", help="free text stored in run.json")
+    p.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1, help="Keras progress (1 = bar)")
+    p.set_defaults(func=handler)
+
+
+def handler(args) -> int:
+    _set_backend(args.backend)
+    from edge_boneage.train import TrainConfig, train
+
+    cfg = TrainConfig(
+        model=args.model, model_args=parse_model_args(args.model_arg), data=args.data, synth_n=args.synth_n,
+        rsna_dir=args.rsna_dir, labels_csv=args.labels_csv, image_dir=args.image_dir, limit=args.limit,
+        size=args.size, enhance=args.enhance, val_fraction=args.val_fraction, epochs=args.epochs, batch=args.batch,
+        lr=args.lr, augment=args.augment, age_loss_weight=args.age_loss_weight, label_smoothing=args.label_smoothing,
+        sigma_years=args.sigma_years, seed=args.seed, out=args.out, resume=args.resume,
+        mixed_precision=args.mixed_precision, backend_note=args.note, verbose=args.verbose)
+    r = train(cfg)
+    print(f"trained {cfg.model}: epochs {r.initial_epoch}..{r.epochs_done - 1} this run, {r.epochs_done} in total, "
+          f"{r.seconds:.1f} s")
+    if r.best_epoch is not None:
+        print(f"best epoch {r.best_epoch}: val MAE {r.best_val_mae_months:.2f} months -> {r.best_checkpoint}")
+    print(f"last checkpoint: {r.last_checkpoint}")
+    if r.val_report is not None:
+        from edge_boneage.metrics import format_table
+
+        print(format_table(r.val_report))
+        print(f"validation report: {r.val_report['files']['report']}")
+    return 0

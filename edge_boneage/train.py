@@ -1,0 +1,605 @@
+"""Train an age model: data -> Keras fit -> checkpoints (atomic, resumable) -> validation report.
+
+`train(TrainConfig(...)) -> TrainResult`. Everything a run produces goes into `config.out`:
+
+=====================  ==========================================================================================
+``run.json``           configuration, environment (backend, Keras version, devices, distribution), result
+``log.csv``            one row per finished epoch (``epoch`` 0-based, then every Keras log value)
+``state.json``         the commit point of an epoch: ``{"epoch", "checkpoint", "best_epoch", "best_val_mae"}``
+``checkpoints/``       ``epoch-NNNN.keras`` of the last committed epoch (older ones are deleted after the commit)
+``last.keras``         hard link (or copy) of the last committed epoch's checkpoint (model + optimizer state)
+``best.keras``         the checkpoint with the lowest validation MAE (months) so far
+``val/``               the validation report of ``best.keras`` (edge_boneage.metrics: report.json + PNGs)
+=====================  ==========================================================================================
+
+Loss (Guo et al. 2022, seed 003, trains the 19-way softmax whose expectation is the age, "optimised by MAE")::
+
+    loss = CCE(probs, target_probs) + lambda * MAE_years(age)    with MAE_years = |age - true| / 12
+
+``target_probs`` is one-hot over the 19 one-year bins (optionally label-smoothed, or Gaussian soft labels
+with ``sigma_years``: see edge_boneage.sources). ``lambda`` is ``age_loss_weight`` (default 1.0); it is applied
+as a Keras loss weight of lambda/12 on the month-valued MAE of the ``age`` output. Adam, lr 1e-4, batch 8
+(the paper's settings) are the defaults.
+
+Resume, exactly once per epoch. At the end of epoch e the checkpoint callback, in this order: saves
+``checkpoints/epoch-e.keras`` (temp file + rename), appends row e to ``log.csv`` (flushed + fsynced), writes
+``state.json`` (temp + rename: THE commit), then links ``last.keras`` / ``best.keras`` to it and deletes older
+epoch files. ``resume=True`` reads ``state.json``, loads its checkpoint (weights + optimizer state), drops
+``log.csv`` rows after the committed epoch (a row written just before a kill whose epoch never committed),
+re-links last/best, and continues with ``initial_epoch = e + 1``; the data pipeline's shuffling/augmentation is
+seeded by (seed, epoch), so the resumed epochs see the same batches an uninterrupted run would. A resumed run
+takes its configuration from the saved ``run.json``; only ``epochs`` may be raised to train longer.
+
+Several devices (JAX backend): with more than one device visible, training is data-parallel through
+``keras.distribution.DataParallel`` (batch split over devices; batch must be a multiple of the device count).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+import numpy as np
+
+from edge_boneage import EdgeBoneageError
+from edge_boneage.fileutil import write_json_atomic, write_text_atomic
+
+MONITOR = "val_age_mae"  # validation MAE of the "age" output, months
+
+
+@dataclass
+class TrainConfig:
+    model: str = "ril_mobilenetv3_large"
+    model_args: dict = field(default_factory=dict)
+    # data
+    data: str = "synth"  # "synth" | "rsna" | "csv"
+    synth_n: int = 512  # synthetic images (data="synth")
+    rsna_dir: str | None = None  # folder with labels.csv + img100/ (data="rsna")
+    labels_csv: str | None = None  # RSNA labels CSV (default <rsna_dir>/labels.csv) / generic CSV (data="csv")
+    image_dir: str | None = None  # where the CSV's images live (default: loader's choice)
+    limit: int | None = None  # use only the first N samples (quick runs)
+    size: int = 224
+    enhance: str | None = None  # preprocess enhancement (None = the preprocessing spec's default)
+    val_fraction: float = 0.1
+    # optimisation
+    epochs: int = 10
+    batch: int = 8
+    lr: float = 1e-4
+    augment: bool = True
+    age_loss_weight: float = 1.0  # lambda on MAE in years
+    label_smoothing: float = 0.0
+    sigma_years: float = 0.0  # > 0: Gaussian soft class targets
+    seed: int = 0
+    # run
+    out: str = "runs/train"
+    resume: bool = False
+    mixed_precision: bool = False  # only applied when a GPU is present
+    backend_note: str = ""  # free text recorded in run.json
+    verbose: int = 1  # Keras progress: 0 silent, 1 bar, 2 one line per epoch
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass
+class TrainResult:
+    out: str
+    epochs_done: int  # total committed epochs (including those before a resume)
+    initial_epoch: int  # epoch this invocation started at
+    best_epoch: int | None
+    best_val_mae_months: float | None
+    last_checkpoint: str
+    best_checkpoint: str | None
+    val_report: dict | None
+    history: list[dict]
+    seconds: float
+
+
+# ----------------------------------------------------------------------------------------------- data
+
+
+def _split_indices(n: int, val_fraction: float, seed: int, months=None) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic (seeded) train/val index split with round(n * val_fraction) validation images.
+
+    With ages given it is stratified on age: images are sorted by age (random tie-break), cut into k equal
+    consecutive blocks, and one random image of each block goes to validation, so every age range is represented.
+    """
+    if n < 2 or val_fraction <= 0:
+        return np.arange(n), np.arange(0, dtype=np.int64)
+    if not 0 < val_fraction < 1:
+        raise EdgeBoneageError(f"val fraction must be in [0, 1), got {val_fraction}")
+    rng = np.random.default_rng([seed, 7919])
+    key = rng.random(n)
+    order = np.lexsort((key, np.zeros(n) if months is None else np.asarray(months, np.float64)))
+    if months is None:
+        order = rng.permutation(n)
+    k = min(n - 1, max(1, int(round(n * val_fraction))))
+    edges = np.floor(np.arange(k + 1) * n / k).astype(np.int64)  # k consecutive age blocks, one pick in each
+    pos = edges[:-1] + np.floor(rng.random(k) * (edges[1:] - edges[:-1])).astype(np.int64)
+    val = np.sort(order[pos])
+    return np.setdiff1d(np.arange(n), val), val
+
+
+def _synth_source(n: int, size: int, seed: int):
+    """n synthetic hands (edge_boneage.synth.generate) as an ArrayImages at size S.
+
+    The generator draws at least 64 px; smaller training sizes are downscaled with cv2.INTER_AREA (the
+    preprocessing spec's resize; synthetic images are already square, so no letterbox is needed).
+    """
+    from edge_boneage import sources
+    from edge_boneage.synth import generate
+
+    batch = generate(int(n), size=max(int(size), 64), seed=int(seed))
+    images = batch.images
+    if images.shape[1] != size:
+        import cv2
+
+        images = np.stack([cv2.resize(im, (size, size), interpolation=cv2.INTER_AREA) for im in images])
+    return sources.ArrayImages(images, batch.boneage, batch.male.astype(np.float32),
+                               ids=[f"synth{seed}-{int(i):06d}" for i in batch.ids])
+
+
+def _file_samples(config: TrainConfig) -> list:
+    from edge_boneage import datasets
+
+    if config.data == "rsna":
+        if not config.rsna_dir and not config.labels_csv:
+            raise EdgeBoneageError("--data rsna needs --rsna-dir (a folder with labels.csv and img100/)")
+        kw = {}
+        if config.labels_csv:
+            kw["labels_csv"] = config.labels_csv
+        if config.image_dir:
+            kw["image_dir"] = config.image_dir
+        samples = datasets.load_rsna(config.rsna_dir, **kw)
+    elif config.data == "csv":
+        if not config.labels_csv:
+            raise EdgeBoneageError("--data csv needs --csv FILE (columns path/id, boneage months, male)")
+        kw = {"image_dir": config.image_dir} if config.image_dir else {}
+        samples = datasets.load_csv(config.labels_csv, **kw)
+    else:
+        raise EdgeBoneageError(f"unknown data source {config.data!r}; use synth, rsna or csv")
+    samples = list(samples)
+    if not samples:
+        raise EdgeBoneageError(f"no samples in {config.labels_csv or config.rsna_dir}")
+    return samples
+
+
+def load_source(config: TrainConfig):
+    """The whole data source of a config (ArrayImages or SampleImages), before any split."""
+    from edge_boneage import sources
+
+    if config.data == "synth":
+        src = _synth_source(config.limit or config.synth_n, config.size, config.seed)
+    else:
+        samples = _file_samples(config)
+        if config.limit:
+            samples = samples[: config.limit]
+        src = sources.SampleImages(samples, config.size, enhance=config.enhance)
+    return src
+
+
+def load_split(config: TrainConfig, source=None):
+    """(train_source, val_source): the deterministic, age-stratified split of `load_source(config)` (or of
+    `source`, an ArrayImages/SampleImages given directly)."""
+    src = load_source(config) if source is None else source
+    tr, va = _split_indices(len(src), config.val_fraction, config.seed, src.months)
+    return src.subset(tr), (src.subset(va) if len(va) else None)
+
+
+# ----------------------------------------------------------------------------------------------- keras helpers
+
+
+def import_custom_objects() -> None:
+    """Register every custom layer (needed before keras.saving.load_model)."""
+    import keras_models.layers  # noqa: F401
+    from keras_models.registry import list_models
+
+    list_models()  # imports every builder module (mobilenet, resnext) and their layers
+
+
+def load_model(path: str | os.PathLike):
+    import keras
+
+    import_custom_objects()
+    path = Path(path)
+    if not path.is_file():
+        raise EdgeBoneageError(f"{path}: no such model file")
+    try:
+        return keras.saving.load_model(str(path), safe_mode=True)
+    except Exception as exc:  # keras raises many kinds here
+        raise EdgeBoneageError(f"{path}: cannot load Keras model ({type(exc).__name__}: {exc})".replace("\n", " ")) from exc
+
+
+def save_model_atomic(model, path: str | os.PathLike) -> None:
+    """model.save to a temp `.keras` beside `path`, then rename (Keras insists on the .keras suffix)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.keras")
+    try:
+        model.save(str(tmp))
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _link_atomic(src: Path, dst: Path) -> None:
+    """dst := src (hard link when possible, else copy), replacing dst atomically."""
+    tmp = dst.with_name(f".{dst.stem}.{os.getpid()}.link.keras")
+    if tmp.exists():
+        tmp.unlink()
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copy2(src, tmp)
+    os.replace(tmp, dst)
+
+
+def model_input_names(model) -> list[str]:
+    return [t.name.split(":")[0] for t in model.inputs] if not isinstance(model.input, dict) else list(model.input)
+
+
+def model_input_size(model) -> int:
+    for t in model.inputs:
+        if t.name.split(":")[0] == "image" or len(t.shape) == 4:
+            return int(t.shape[1])
+    raise EdgeBoneageError(f"model {model.name!r} has no (B,S,S,1) 'image' input")
+
+
+def compile_model(model, config: TrainConfig) -> None:
+    import keras
+
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=config.lr),
+        loss={"probs": keras.losses.CategoricalCrossentropy(), "age": keras.losses.MeanAbsoluteError()},
+        loss_weights={"probs": 1.0, "age": config.age_loss_weight / 12.0},
+        metrics={"age": [keras.metrics.MeanAbsoluteError(name="mae")]},
+    )
+
+
+def _devices() -> list[str]:
+    import keras
+
+    try:
+        return list(keras.distribution.list_devices())
+    except Exception:  # backend without the distribution API (tensorflow)
+        return []
+
+
+def _setup_distribution(config: TrainConfig) -> dict:
+    import keras
+
+    info = {"backend": keras.backend.backend(), "devices": [], "distribution": None}
+    if keras.backend.backend() != "jax":
+        return info
+    devices = _devices()
+    info["devices"] = [str(d) for d in devices]
+    if len(devices) > 1:
+        if config.batch % len(devices):
+            raise EdgeBoneageError(
+                f"batch {config.batch} is not a multiple of the {len(devices)} visible devices (data parallel)")
+        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+        info["distribution"] = f"DataParallel over {len(devices)} devices"
+    return info
+
+
+def _has_gpu() -> bool:
+    import keras
+
+    if keras.backend.backend() == "jax":
+        return any("gpu" in str(d).lower() or "cuda" in str(d).lower() for d in _devices())
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_physical_devices("GPU"))
+    return False
+
+
+# ----------------------------------------------------------------------------------------------- checkpoints / log
+
+
+def _read_csv_rows(path: Path) -> tuple[list[str], list[dict]]:
+    if not path.is_file():
+        return [], []
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        return list(reader.fieldnames or []), list(reader)
+
+
+def _truncate_log(path: Path, last_epoch: int) -> None:
+    """Keep only rows with epoch <= last_epoch (rows of epochs that never committed are dropped)."""
+    header, rows = _read_csv_rows(path)
+    if not header:
+        return
+    keep = [r for r in rows if r.get("epoch", "").strip() != "" and int(r["epoch"]) <= last_epoch]
+    if len(keep) == len(rows):
+        return
+    import io
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=header, lineterminator="\n")
+    w.writeheader()
+    w.writerows(keep)
+    write_text_atomic(path, buf.getvalue())
+
+
+def _make_checkpointer(out: Path, state: dict, on_commit=None):
+    import keras
+
+    class EpochCheckpoint(keras.callbacks.Callback):
+        """Per-epoch checkpoint + CSV row + state commit (see module docstring for the order)."""
+
+        def __init__(self):
+            super().__init__()
+            self.state = dict(state)
+            self.log_path = out / "log.csv"
+            self.ckpt_dir = out / "checkpoints"
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = dict(logs or {})
+            ckpt = self.ckpt_dir / f"epoch-{epoch:04d}.keras"
+            save_model_atomic(self.model, ckpt)
+            header, _ = _read_csv_rows(self.log_path)
+            row = {"epoch": epoch, **{k: float(v) for k, v in sorted(logs.items())}}
+            if not header:
+                header = list(row)
+            new_file = not self.log_path.exists() or self.log_path.stat().st_size == 0
+            with open(self.log_path, "a", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=header, extrasaction="ignore", lineterminator="\n")
+                if new_file:
+                    w.writeheader()
+                w.writerow(row)
+                f.flush()
+                os.fsync(f.fileno())
+            val = logs.get(MONITOR, logs.get("age_mae"))
+            st = dict(self.state)
+            st.update({"epoch": epoch, "checkpoint": ckpt.name, "time": time.time()})
+            if val is not None and (st.get("best_val_mae") is None or float(val) < st["best_val_mae"]):
+                st["best_val_mae"], st["best_epoch"] = float(val), epoch
+            write_json_atomic(out / "state.json", st)  # <- the commit
+            self.state = st
+            _after_commit(out, st)
+            if on_commit:
+                on_commit(epoch, row)
+
+    return EpochCheckpoint()
+
+
+def _after_commit(out: Path, st: dict) -> None:
+    ckpt = out / "checkpoints" / st["checkpoint"]
+    _link_atomic(ckpt, out / "last.keras")
+    if st.get("best_epoch") == st["epoch"]:
+        _link_atomic(ckpt, out / "best.keras")
+    for old in (out / "checkpoints").glob("epoch-*.keras"):
+        if old.name != ckpt.name:
+            old.unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------------------------------------- evaluation
+
+
+class _TFLiteAgeModel:
+    """Adapter: edge_boneage.runtime.LiteRTModel -> .size, .input_names, .predict(x) -> age months (B,)."""
+
+    def __init__(self, path):
+        from edge_boneage.runtime import LiteRTModel
+
+        self.path = str(path)
+        self.model = LiteRTModel(path)
+        details = self.model.input_details()
+        if "image" not in details:
+            raise EdgeBoneageError(f"{path}: model inputs are {self.model.input_names}; expected an 'image' input")
+        shape = list(details["image"].get("shape_signature", details["image"]["shape"]))
+        self.size = int(shape[1])
+        self.input_names = set(self.model.input_names)
+
+    def predict(self, x: dict) -> np.ndarray:
+        out = self.model({k: v for k, v in x.items() if k in self.input_names})
+        if "age" in out:
+            return np.asarray(out["age"]).reshape(-1)
+        ones = [v for v in out.values() if np.asarray(v).ndim == 2 and np.asarray(v).shape[1] == 1]
+        if len(ones) != 1:
+            raise EdgeBoneageError(f"{self.path}: cannot tell which output is the age (outputs {list(out)})")
+        return np.asarray(ones[0]).reshape(-1)
+
+
+class _KerasAgeModel:
+    def __init__(self, path):
+        self.path = str(path)
+        self.model = load_model(path)
+        self.size = model_input_size(self.model)
+        self.input_names = set(model_input_names(self.model))
+
+    def predict(self, x: dict) -> np.ndarray:
+        out = self.model.predict_on_batch({k: v for k, v in x.items() if k in self.input_names})
+        return np.asarray(out["age"] if isinstance(out, dict) else out[0]).reshape(-1)
+
+
+def open_age_model(path: str | os.PathLike):
+    """A .keras (Keras, safe_mode) or .tflite (edge_boneage.runtime, no TF/Keras) age model, same interface."""
+    path = Path(path)
+    if not path.is_file():
+        raise EdgeBoneageError(f"{path}: no such model file")
+    if path.suffix == ".tflite":
+        return _TFLiteAgeModel(path)
+    if path.suffix == ".keras":
+        return _KerasAgeModel(path)
+    raise EdgeBoneageError(f"{path}: unknown model format (use .keras or .tflite)")
+
+
+def predict_source(age_model, source, batch: int = 32) -> np.ndarray:
+    """Predicted ages (months) over a source: the same batching/preprocessing code for .keras and .tflite."""
+    from edge_boneage.sources import BatchMaker
+
+    maker = BatchMaker(source, batch)
+    return np.concatenate([age_model.predict(maker.batch(b)[0]) for b in range(len(maker))]).astype(np.float64)
+
+
+def evaluate_model(model_path, source, out_dir, *, batch: int = 32, meta: dict | None = None, plots: bool = True) -> dict:
+    """Evaluate a .keras/.tflite age model (path, or an `open_age_model` result) on a source; writes
+    report.json, predictions.csv and PNGs to out_dir and returns the report."""
+    from edge_boneage import metrics
+
+    m = model_path if isinstance(model_path, (_KerasAgeModel, _TFLiteAgeModel)) else open_age_model(model_path)
+    model_path = m.path
+    if m.size != source.size:
+        raise EdgeBoneageError(f"{model_path}: model input is {m.size}x{m.size} but the data is {source.size}x{source.size}")
+    t0 = time.time()
+    pred = predict_source(m, source, batch)
+    secs = time.time() - t0
+    info = {"model": str(model_path), "format": Path(model_path).suffix[1:], "size": m.size,
+            "predict_seconds": secs, **(meta or {})}
+    return metrics.write_report(out_dir, source.months, pred, source.male, ids=source.ids, meta=info, plots=plots)
+
+
+# ----------------------------------------------------------------------------------------------- train
+
+
+def _environment() -> dict:
+    import keras
+
+    env = {"python": sys.version.split()[0], "keras": keras.__version__, "backend": keras.backend.backend(),
+           "numpy": np.__version__, "argv": sys.argv}
+    try:
+        import subprocess
+
+        env["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                           cwd=Path(__file__).resolve().parent, timeout=5).stdout.strip() or None
+    except Exception:
+        env["git_commit"] = None
+    return env
+
+
+def train(config: TrainConfig, source=None) -> TrainResult:
+    """Train (or resume) a registered age model; see the module docstring for files, loss and resume.
+
+    `source`: optional in-memory data (edge_boneage.sources.ArrayImages / SampleImages) used instead of the
+    config's data source (then pass the same source again when resuming).
+    """
+    t0 = time.time()
+    out = Path(config.out)
+    state_path = out / "state.json"
+    state: dict = {}
+    if config.resume and state_path.is_file():
+        state = json.loads(state_path.read_text())
+        saved = json.loads((out / "run.json").read_text())["config"]
+        epochs = max(config.epochs, int(saved.get("epochs", 0)))
+        config = TrainConfig.from_json({**saved, "epochs": epochs, "out": str(out), "resume": True,
+                                        "verbose": config.verbose})
+    elif state_path.is_file():
+        raise EdgeBoneageError(f"{out}: already holds a training run (state.json); pass --resume or another --out")
+    if config.batch < 1 or config.epochs < 1:
+        raise EdgeBoneageError("batch and epochs must be >= 1")
+    out.mkdir(parents=True, exist_ok=True)
+
+    import keras
+
+    from keras_models.registry import build_model, get_entry
+
+    keras.utils.set_random_seed(config.seed)
+    dist = _setup_distribution(config)
+    mp = None
+    if config.mixed_precision:
+        if _has_gpu():
+            keras.mixed_precision.set_global_policy("mixed_float16")
+            mp = "mixed_float16"
+        else:
+            print("train: --mixed-precision ignored (no GPU visible)", file=sys.stderr)
+
+    from edge_boneage import sources
+
+    train_src, val_src = load_split(config, source)
+    if len(train_src) < config.batch:
+        raise EdgeBoneageError(f"only {len(train_src)} training images for batch {config.batch}")
+
+    initial_epoch = 0
+    if state:
+        ckpt = out / "checkpoints" / state["checkpoint"]
+        model = load_model(ckpt)
+        if getattr(model, "optimizer", None) is None or not getattr(model, "compiled", True):
+            raise EdgeBoneageError(f"{ckpt}: checkpoint has no optimizer state; cannot resume")
+        initial_epoch = int(state["epoch"]) + 1
+        _truncate_log(out / "log.csv", int(state["epoch"]))
+        _after_commit(out, state)
+    else:
+        import_custom_objects()
+        try:
+            get_entry(config.model)
+        except KeyError as exc:
+            raise EdgeBoneageError(str(exc).strip("'\"")) from exc
+        model = build_model(config.model, input_size=config.size, **config.model_args)
+        compile_model(model, config)
+        for stale in ("log.csv", "last.keras", "best.keras"):
+            (out / stale).unlink(missing_ok=True)
+
+    run_info = {"config": config.to_json(), "environment": _environment(), "distribution": dist,
+                "mixed_precision": mp, "model_params": int(model.count_params()),
+                "n_train": len(train_src), "n_val": len(val_src) if val_src is not None else 0,
+                "val_ids": list(val_src.ids) if val_src is not None else [], "started": time.time()}
+    if state:
+        prev = json.loads((out / "run.json").read_text())
+        run_info["resumes"] = prev.get("resumes", []) + [{"at_epoch": initial_epoch, "time": time.time()}]
+    write_json_atomic(out / "run.json", run_info)
+
+    names = set(model_input_names(model))
+    kw = dict(label_smoothing=config.label_smoothing, sigma_years=config.sigma_years)
+    train_ds = sources.make_dataset(train_src, config.batch, shuffle=True, augment=config.augment, seed=config.seed,
+                                    epoch=initial_epoch, drop_remainder=True, inputs=names, **kw)
+    val_ds = (sources.make_dataset(val_src, config.batch, inputs=names, **kw) if val_src is not None else None)
+
+    history: list[dict] = []
+    cb = _make_checkpointer(out, state, on_commit=lambda e, row: history.append(row))
+    if initial_epoch < config.epochs:
+        model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, initial_epoch=initial_epoch,
+                  callbacks=[train_ds.epoch_callback(), cb], verbose=config.verbose, shuffle=False)
+    final_state = json.loads(state_path.read_text()) if state_path.is_file() else {}
+
+    val_report = None
+    best_path = out / "best.keras"
+    if val_src is not None and best_path.is_file():
+        val_report = evaluate_model(best_path, val_src, out / "val", batch=max(config.batch, 16),
+                                    meta={"subset": "val", "data": config.data, "best_epoch": final_state.get("best_epoch")})
+    result = TrainResult(
+        out=str(out), epochs_done=int(final_state.get("epoch", -1)) + 1, initial_epoch=initial_epoch,
+        best_epoch=final_state.get("best_epoch"), best_val_mae_months=final_state.get("best_val_mae"),
+        last_checkpoint=str(out / "last.keras"), best_checkpoint=str(best_path) if best_path.is_file() else None,
+        val_report=val_report, history=history, seconds=time.time() - t0)
+    run_info.update({"finished": time.time(), "result": {k: v for k, v in dataclasses.asdict(result).items()
+                                                         if k not in ("val_report", "history")}})
+    if val_report is not None:
+        run_info["result"]["val_overall"] = val_report["overall"]
+    write_json_atomic(out / "run.json", run_info)
+    return result
+
+
+def run_val_source(run_dir: str | os.PathLike):
+    """The validation images of a finished/interrupted run (its config's data, subset to run.json's val_ids)."""
+    cfg = config_from_run(run_dir)
+    ids = json.loads((Path(run_dir) / "run.json").read_text()).get("val_ids") or []
+    if not ids:
+        raise EdgeBoneageError(f"{Path(run_dir) / 'run.json'}: the run has no validation images")
+    src = load_source(cfg)
+    where = {i: k for k, i in enumerate(src.ids)}
+    missing = [i for i in ids if i not in where]
+    if missing:
+        raise EdgeBoneageError(f"{run_dir}: {len(missing)} validation ids (e.g. {missing[0]}) are not in the data any more")
+    return src.subset([where[i] for i in ids])
+
+
+def config_from_run(run_dir: str | os.PathLike) -> TrainConfig:
+    """The TrainConfig saved in a run folder's run.json."""
+    p = Path(run_dir) / "run.json"
+    if not p.is_file():
+        raise EdgeBoneageError(f"{p}: no run.json (not a training run folder)")
+    return TrainConfig.from_json(json.loads(p.read_text())["config"])

@@ -1,0 +1,343 @@
+"""Training engine, data sources, resume, evaluate (.keras vs .tflite) and JAX data parallel.
+
+Fast by construction: a 2-conv "tiny_test_age" model (registered here and in the child scripts), 32 px
+images, a few dozen samples, 1-4 epochs. Slow or crash-prone things run in child processes.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_boneage import EdgeBoneageError, sources
+from edge_boneage import train as T
+
+REPO = Path(__file__).resolve().parents[1]
+S = 32
+
+# The tiny model, as source text: exec'd here and written into the child-process scripts.
+TINY_SRC = '''
+import keras
+from keras_models.layers import SoftmaxExpectation
+from keras_models.registry import register_model, list_models
+
+list_models()
+
+@register_model("tiny_test_age", task="age", description="2-conv test model")
+def build_tiny_test_age(input_size=32, use_sex=True, width=4):
+    image = keras.Input((input_size, input_size, 1), dtype="uint8", name="image")
+    x = keras.layers.Rescaling(1.0 / 255.0, name="scale")(image)
+    x = keras.layers.Conv2D(width, 3, strides=2, activation="relu", name="c1")(x)
+    x = keras.layers.Conv2D(2 * width, 3, strides=2, activation="relu", name="c2")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    inputs = {"image": image}
+    if use_sex:
+        sex = keras.Input((1,), dtype="float32", name="sex")
+        inputs["sex"] = sex
+        x = keras.layers.Concatenate(name="cat")([x, sex])
+    probs = keras.layers.Dense(19, activation="softmax", name="probs")(x)
+    age = SoftmaxExpectation(name="age")(probs)
+    return keras.Model(inputs, {"age": age, "probs": probs}, name="tiny_test_age")
+'''
+
+_ns: dict = {}
+exec(TINY_SRC, _ns)  # registers tiny_test_age in this process
+
+
+def _arrays(n=40, seed=0, size=S):
+    rng = np.random.default_rng(seed)
+    months = rng.uniform(0, 228, n)
+    yy, xx = np.mgrid[:size, :size]
+    # a brightness ramp whose level depends on the age, plus noise: something learnable
+    imgs = (months[:, None, None] / 228 * 150 + 40 * (xx[None] / size) + rng.normal(0, 10, (n, size, size)))
+    return sources.ArrayImages(np.clip(imgs, 0, 255).astype(np.uint8), months, rng.integers(0, 2, n))
+
+
+def _child_env(**extra):
+    env = dict(os.environ)
+    env.update({"PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3", "OMP_NUM_THREADS": "1",
+                "KERAS_BACKEND": env.get("KERAS_BACKEND", "tensorflow")})
+    env.update(extra)
+    return env
+
+
+def _cli_script(tmp_path: Path, slow_batches: float = 0.0) -> Path:
+    """A child script: register the tiny model, optionally slow every batch, run the CLI with argv."""
+    script = tmp_path / "child_cli.py"
+    script.write_text(TINY_SRC + f'''
+import sys, time
+from edge_boneage import sources, cli
+if {slow_batches!r} > 0:
+    _orig = sources.BatchMaker.batch
+    def _slow(self, b):
+        time.sleep({slow_batches!r})
+        return _orig(self, b)
+    sources.BatchMaker.batch = _slow
+sys.exit(cli.main(sys.argv[1:]))
+''')
+    return script
+
+
+def _log_epochs(path: Path) -> list[int]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return [int(r["epoch"]) for r in csv.DictReader(f)]
+
+
+# ----------------------------------------------------------------------------------------------- targets, batches
+
+
+def test_class_targets_match_the_models_bins():
+    from keras_models.layers import BONE_AGE_CLASS_CENTRES_MONTHS
+
+    assert np.allclose(sources.CLASS_CENTRES_MONTHS, BONE_AGE_CLASS_CENTRES_MONTHS)
+    months = np.array([0.0, 11.99, 12.0, 100.0, 227.0, 240.0, -3.0])
+    assert sources.age_to_class(months).tolist() == [0, 0, 1, 8, 18, 18, 0]
+    hot = sources.class_targets(months)
+    assert hot.shape == (7, 19) and np.all(hot.sum(1) == 1) and hot[3, 8] == 1
+    sm = sources.class_targets([100.0], label_smoothing=0.19)
+    assert sm[0, 8] == pytest.approx(0.81 + 0.01) and sm[0, 0] == pytest.approx(0.01)
+    g = sources.class_targets([102.0], sigma_years=1.0)  # centre of bin 8 is 102 months
+    assert g[0].argmax() == 8 and g[0].sum() == pytest.approx(1.0)
+    assert g[0, 7] == pytest.approx(g[0, 9]) and g[0, 7] / g[0, 8] == pytest.approx(np.exp(-0.5), rel=1e-5)
+
+
+def test_batches_contract_and_deterministic_per_epoch():
+    src = _arrays(20)
+    a = sources.BatchMaker(src, 8, shuffle=True, augment=sources.Augment(), seed=3)
+    b = sources.BatchMaker(src, 8, shuffle=True, augment=sources.Augment(), seed=3)
+    x, y = a.batch(0)
+    assert x["image"].dtype == np.uint8 and x["image"].shape == (8, S, S, 1)
+    assert x["sex"].dtype == np.float32 and x["sex"].shape == (8, 1)
+    assert y["age"].shape == (8, 1) and y["probs"].shape == (8, 19)
+    assert np.allclose(y["age"][:, 0], src.months[a.indices(0)])
+    assert len(a) == 3 and len(sources.BatchMaker(src, 8, drop_remainder=True)) == 2
+    for epoch in (0, 1):
+        a.epoch = b.epoch = epoch
+        xa, _ = a.batch(1)
+        xb, _ = b.batch(1)
+        assert np.array_equal(xa["image"], xb["image"])  # same (seed, epoch) -> same batch
+    a.epoch = 0
+    order0 = a.order().copy()
+    a.epoch = 1
+    assert not np.array_equal(order0, a.order())  # a new order each epoch
+    assert sorted(order0.tolist()) == list(range(20))
+
+
+def test_augment_keeps_left_right_orientation_and_range():
+    img = np.zeros((64, 64), np.uint8)
+    img[16:48, 6:24] = 200  # a bright block on the LEFT
+    aug = sources.Augment()
+    for k in range(30):
+        out = aug(img, np.random.default_rng(k))
+        assert out.dtype == np.uint8 and out.shape == img.shape
+        cols = np.nonzero(out > 100)[1]
+        assert cols.mean() < 32  # never mirrored to the right
+    assert not np.array_equal(aug(img, np.random.default_rng(0)), img)  # it does change the image
+
+
+def test_split_is_disjoint_stratified_and_seeded():
+    months = np.random.default_rng(1).uniform(0, 228, 500)
+    tr, va = T._split_indices(500, 0.2, 7, months)
+    assert len(va) == 100 and len(tr) == 400 and not set(tr) & set(va)
+    assert sorted(np.concatenate([tr, va]).tolist()) == list(range(500))
+    tr2, va2 = T._split_indices(500, 0.2, 7, months)
+    assert np.array_equal(va, va2)
+    assert not np.array_equal(va, T._split_indices(500, 0.2, 8, months)[1])
+    # stratified: every 2-year band holds about 20 % of its images in validation
+    for lo in range(0, 19, 2):
+        band = (months >= lo * 12) & (months < (lo + 2) * 12)
+        share = np.isin(np.flatnonzero(band), va).mean()
+        assert 0.1 < share < 0.3, (lo, share)
+
+
+def test_pydataset_epoch_follows_fit_and_resume_sees_same_batches():
+    """Every batch drawn during Keras epoch e is drawn with dataset epoch e, each batch once, in order; a
+    dataset started at epoch 1 (a resume) gives exactly epoch 1's batches."""
+    import keras
+
+    src = _arrays(24)
+    seen = []
+
+    class Spy(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            seen.append(("begin", epoch, None))
+
+    ds = sources.make_dataset(src, 8, shuffle=True, augment=True, seed=5, drop_remainder=True)
+    from keras_models.registry import build_model
+
+    model = build_model("tiny_test_age", input_size=S)
+    T.compile_model(model, T.TrainConfig())
+    batches = {}
+    orig = ds.maker.batch
+
+    def record(b):
+        out = orig(b)
+        seen.append(("draw", ds.maker.epoch, b))
+        batches.setdefault(ds.maker.epoch, {})[b] = out[0]["image"]
+        return out
+
+    ds.maker.batch = record
+    model.fit(ds, epochs=3, verbose=0, callbacks=[ds.epoch_callback(), Spy()], shuffle=False)
+    begins = [i for i, ev in enumerate(seen) if ev[0] == "begin"]
+    assert [seen[i][1] for i in begins] == [0, 1, 2]
+    for e, start in enumerate(begins):
+        stop = begins[e + 1] if e + 1 < len(begins) else len(seen)
+        draws = [ev for ev in seen[start + 1:stop]]
+        assert draws == [("draw", e, b) for b in range(3)], draws  # batches 0..2 of dataset epoch e, once each
+    resumed = sources.make_dataset(src, 8, shuffle=True, augment=True, seed=5, drop_remainder=True, epoch=1)
+    for b in range(len(resumed)):
+        assert np.array_equal(resumed[b][0]["image"], batches[1][b])
+
+
+# ----------------------------------------------------------------------------------------------- train + resume
+
+
+def test_train_in_process_writes_run_and_recovers_uncommitted_row(tmp_path):
+    out = tmp_path / "run"
+    src = _arrays(40)
+    cfg = T.TrainConfig(model="tiny_test_age", size=S, epochs=2, batch=8, lr=1e-2, out=str(out), verbose=0,
+                        val_fraction=0.2)
+    r = T.train(cfg, source=src)
+    assert r.epochs_done == 2 and _log_epochs(out / "log.csv") == [0, 1]
+    for name in ("run.json", "state.json", "last.keras", "best.keras", "val/report.json", "val/pred_vs_true.png"):
+        assert (out / name).is_file(), name
+    run = json.loads((out / "run.json").read_text())
+    assert run["config"]["model"] == "tiny_test_age" and run["n_val"] == 8 and len(run["val_ids"]) == 8
+    # the val report is the best checkpoint's, and agrees with Keras' own validation MAE of that epoch
+    rep = json.loads((out / "val/report.json").read_text())
+    assert rep["overall"]["mae_months"] == pytest.approx(r.best_val_mae_months, rel=1e-4)
+    # a second run into the same folder without --resume is refused
+    with pytest.raises(EdgeBoneageError, match="--resume"):
+        T.train(cfg, source=src)
+    # simulate a kill after epoch 2's CSV row was written but before its state commit
+    with open(out / "log.csv", "a") as f:
+        f.write("2" + ",9.9" * (len(open(out / "log.csv").readline().split(",")) - 1) + "\n")
+    assert _log_epochs(out / "log.csv") == [0, 1, 2]
+    r2 = T.train(T.TrainConfig(out=str(out), resume=True, epochs=3, verbose=0), source=src)
+    assert r2.initial_epoch == 2 and r2.epochs_done == 3
+    assert _log_epochs(out / "log.csv") == [0, 1, 2]
+    rows = list(csv.DictReader(open(out / "log.csv")))
+    assert float(rows[2]["loss"]) != 9.9  # the uncommitted row was replaced by the real epoch 2
+    last = T.load_model(out / "last.keras")
+    assert int(last.optimizer.iterations.numpy()) == 3 * (32 // 8)  # optimizer state carried over the resume
+    assert not list((out / "checkpoints").glob("*.tmp.keras")) and len(list((out / "checkpoints").iterdir())) == 1
+
+
+def test_cli_kill_and_resume_every_epoch_logged_once(tmp_path):
+    """Start `edge-boneage train` in a child, SIGKILL it after epoch 1 is in the CSV, resume, check the log."""
+    out = tmp_path / "run"
+    script = _cli_script(tmp_path, slow_batches=0.25)
+    argv = [sys.executable, str(script), "train", "--model", "tiny_test_age", "--size", str(S), "--synth-n", "48",
+            "--epochs", "5", "--batch", "8", "--out", str(out), "--verbose", "0", "--no-augment"]
+    proc = subprocess.Popen(argv, env=_child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline and len(_log_epochs(out / "log.csv")) < 2 and proc.poll() is None:
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    killed_at = _log_epochs(out / "log.csv")
+    assert 2 <= len(killed_at) < 5, killed_at  # it really was interrupted mid-run
+    assert not (out / "val").exists()
+    res = subprocess.run(argv + ["--resume"], env=_child_env(), capture_output=True, text=True, timeout=180)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert _log_epochs(out / "log.csv") == [0, 1, 2, 3, 4]
+    state = json.loads((out / "state.json").read_text())
+    assert state["epoch"] == 4 and (out / "last.keras").is_file() and (out / "best.keras").is_file()
+    run = json.loads((out / "run.json").read_text())
+    assert len(run["resumes"]) == 1 and run["resumes"][0]["at_epoch"] >= 2
+    assert "trained tiny_test_age" in res.stdout and "overall" in res.stdout
+
+
+# ----------------------------------------------------------------------------------------------- evaluate
+
+
+def test_evaluate_keras_and_tflite_agree(tmp_path):
+    """`edge-boneage evaluate` on a .keras and on its LiteRT export: same MAE; the .tflite path imports no TF/Keras."""
+    from keras_models.registry import build_model
+
+    convert = pytest.importorskip("convert.litert")
+    model = build_model("tiny_test_age", input_size=S)
+    keras_path = tmp_path / "m.keras"
+    T.save_model_atomic(model, keras_path)
+    tfl_path = convert.export_litert(model, tmp_path / "m.tflite")
+
+    from edge_boneage import cli
+
+    assert cli.main(["evaluate", str(keras_path), "--data", "synth", "--synth-n", "24", "--out",
+                     str(tmp_path / "ek")]) == 0
+    code = (f"import sys\nfrom edge_boneage import cli\nrc = cli.main(sys.argv[1:])\n"
+            f"heavy = sorted(m for m in ('tensorflow', 'keras', 'jax') if m in sys.modules)\n"
+            f"print('HEAVY', heavy)\nsys.exit(rc)\n")
+    res = subprocess.run([sys.executable, "-c", code, "evaluate", str(tfl_path), "--data", "synth", "--synth-n",
+                          "24", "--out", str(tmp_path / "et")], env=_child_env(), capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "HEAVY []" in res.stdout  # LiteRT evaluation never imported TensorFlow/Keras/JAX
+    rk = json.loads((tmp_path / "ek/report.json").read_text())
+    rt = json.loads((tmp_path / "et/report.json").read_text())
+    assert rk["overall"]["n"] == rt["overall"]["n"] == 24
+    assert rt["overall"]["mae_months"] == pytest.approx(rk["overall"]["mae_months"], abs=1e-3)
+    pk = np.loadtxt(tmp_path / "ek/predictions.csv", delimiter=",", skiprows=1, usecols=2)
+    pt = np.loadtxt(tmp_path / "et/predictions.csv", delimiter=",", skiprows=1, usecols=2)
+    assert np.abs(pk - pt).max() < 1e-3 and pk.std() > 0  # per image, and the model is not constant
+    assert (tmp_path / "et/bland_altman.png").is_file() and rt["meta"]["format"] == "tflite"
+
+
+def test_evaluate_errors_are_one_line(tmp_path):
+    from edge_boneage import cli
+
+    assert cli.main(["evaluate", str(tmp_path / "nope.keras"), "--data", "synth", "--out", str(tmp_path)]) == 1
+    bad = tmp_path / "m.onnx"
+    bad.write_bytes(b"x")
+    with pytest.raises(EdgeBoneageError, match="unknown model format"):
+        T.open_age_model(bad)
+
+
+def test_model_arg_parsing_and_unknown_model(tmp_path):
+    from edge_boneage.commands.train import parse_model_args
+
+    assert parse_model_args(["alpha=0.5", "use_sex=false", "lbp=ror", "n=9", "x=none"]) == {
+        "alpha": 0.5, "use_sex": False, "lbp": "ror", "n": 9, "x": None}
+    with pytest.raises(EdgeBoneageError, match="key=value"):
+        parse_model_args(["alpha"])
+    with pytest.raises(EdgeBoneageError, match="unknown model 'no_such_model'"):
+        T.train(T.TrainConfig(model="no_such_model", size=S, epochs=1, out=str(tmp_path / "r")), source=_arrays(16))
+
+
+# ----------------------------------------------------------------------------------------------- JAX data parallel
+
+
+def test_jax_two_device_data_parallel(tmp_path):
+    pytest.importorskip("jax")
+    out = tmp_path / "run"
+    script = _cli_script(tmp_path)
+    env = _child_env(KERAS_BACKEND="jax", XLA_FLAGS="--xla_force_host_platform_device_count=2",
+                     JAX_PLATFORMS="cpu")
+    res = subprocess.run([sys.executable, str(script), "train", "--model", "tiny_test_age", "--size", str(S),
+                          "--synth-n", "40", "--epochs", "2", "--batch", "8", "--out", str(out), "--verbose", "0"],
+                         env=env, capture_output=True, text=True, timeout=240)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    run = json.loads((out / "run.json").read_text())
+    assert run["environment"]["backend"] == "jax"
+    assert run["distribution"]["distribution"] == "DataParallel over 2 devices"
+    assert len(run["distribution"]["devices"]) == 2
+    assert _log_epochs(out / "log.csv") == [0, 1]
+    # the JAX-trained checkpoint loads under TensorFlow (this process)
+    m = T.load_model(out / "last.keras")
+    assert m.count_params() > 0
