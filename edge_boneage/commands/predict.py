@@ -1,0 +1,55 @@
+"""`edge-boneage predict IMAGE... [--model M] [--sex M|F] [--json]`: bone age for radiographs (PNG/JPEG/DICOM)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from edge_boneage import EdgeBoneageError
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("predict", help="predict bone age for radiographs (PNG/JPEG/DICOM)",
+                              description="Predict bone age. A .tflite model runs without TensorFlow/Keras; "
+                                          "a .keras model needs the [train] extra. Default model: the packaged "
+                                          "pretrained one (edge_boneage/pretrained/).")
+    p.add_argument("images", nargs="+", help="radiograph files")
+    p.add_argument("--model", help="model file (.tflite or .keras); default: the packaged pretrained model")
+    p.add_argument("--sex", help="patient sex, M or F (required by models with a sex input)")
+    p.add_argument("--json", action="store_true", help="print one JSON object per image (JSON lines)")
+    p.add_argument("--top", type=int, default=5, help="how many class probabilities to print (default 5)")
+    p.set_defaults(func=handler)
+
+
+def _print_human(pred, top: int) -> None:
+    print(pred.summary())
+    if pred.probs:
+        order = sorted(range(len(pred.probs)), key=lambda k: -pred.probs[k])[:top]
+        for k in order:
+            c = pred.class_centres_months[k]
+            print(f"    class {k:2d} ({(c - 6) / 12:4.1f}-{(c + 6) / 12:4.1f} y): p={pred.probs[k]:.3f}")
+    print(f"    model {pred.model} ({pred.input_size}x{pred.input_size}), {pred.latency_ms:.1f} ms")
+
+
+def handler(args) -> int:
+    from edge_boneage.predict import AgePredictor, parse_sex, predict_image
+    from edge_boneage.pretrained import default_model_path
+
+    parse_sex(args.sex)  # fail early on a bad --sex
+    predictor = AgePredictor(args.model or default_model_path())
+    failed = 0
+    for image in args.images:
+        try:
+            pred = predict_image(predictor, image, args.sex)
+        except EdgeBoneageError as exc:
+            failed += 1
+            if args.json:
+                print(json.dumps({"image": image, "error": str(exc)}))
+            else:
+                print(f"edge-boneage predict: error: {exc}", file=sys.stderr)
+            continue
+        if args.json:
+            print(json.dumps(pred.to_dict()))
+        else:
+            _print_human(pred, args.top)
+    return 1 if failed else 0

@@ -1,0 +1,150 @@
+"""Predict bone age for one radiograph with a .tflite (no TensorFlow/Keras import) or .keras age model.
+
+    pred = predict_file("model.tflite", "hand.png", sex="F")
+    pred.age_months, pred.years_months, pred.probs
+
+Preprocessing follows the model's own spec: the PreprocessSpec stored in the .tflite metadata when present,
+else the model's input size with the default spec (letterbox, INTER_AREA, no enhancement).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edge_boneage import EdgeBoneageError
+
+# 19 one-year classes: class k covers months [12k, 12k+12); its centre is 12k+6 months (see keras_models.layers).
+DEFAULT_CLASS_CENTRES_MONTHS = [12.0 * k + 6.0 for k in range(19)]
+
+
+def parse_sex(value) -> float | None:
+    """'M'/'F' (also male/female/true/false/1/0) -> 1.0/0.0; None stays None."""
+    if value is None:
+        return None
+    low = str(value).strip().lower()
+    if low in ("m", "male", "true", "1"):
+        return 1.0
+    if low in ("f", "female", "false", "0"):
+        return 0.0
+    raise EdgeBoneageError(f"sex {value!r} is not M or F")
+
+
+def years_months(months: float) -> tuple[int, int]:
+    """Whole years and remaining whole months (rounded to the nearest month)."""
+    total = int(round(float(months)))
+    return total // 12, total % 12
+
+
+@dataclass
+class Prediction:
+    image: str
+    model: str
+    age_months: float
+    years: int
+    months: int
+    sex: str | None
+    probs: list[float] | None
+    class_centres_months: list[float] | None
+    input_size: int
+    latency_ms: float
+    image_meta: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def summary(self) -> str:
+        sex = {"M": "male", "F": "female", None: "sex not used"}[self.sex]
+        return (f"{self.image}: bone age {self.age_months / 12:.2f} years "
+                f"({self.years} y {self.months} m, {self.age_months:.1f} months; {sex})")
+
+
+class AgePredictor:
+    """A loaded age model: `.size`, `.needs_sex`, `.run(image_uint8_SxS, male) -> dict of numpy outputs`."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise EdgeBoneageError(f"{self.path}: no such model file")
+        self.metadata: dict = {}
+        if self.path.suffix == ".tflite":
+            self._init_tflite()
+        elif self.path.suffix == ".keras":
+            self._init_keras()
+        else:
+            raise EdgeBoneageError(f"{self.path}: unknown model format (use .tflite or .keras)")
+        outputs = self.metadata.get("outputs") or {}
+        self.class_centres = list(outputs.get("class_centres_months") or DEFAULT_CLASS_CENTRES_MONTHS)
+
+    def _init_tflite(self) -> None:
+        from edge_boneage.preprocess import PreprocessSpec
+        from edge_boneage.runtime import LiteRTModel
+        from edge_boneage.tflite_meta import read_metadata
+
+        self.kind = "tflite"
+        self.model = LiteRTModel(self.path)
+        self.metadata = read_metadata(self.path) or {}
+        details = self.model.input_details()
+        if "image" not in details:
+            raise EdgeBoneageError(f"{self.path}: model inputs are {self.model.input_names}; expected an 'image' input")
+        shape = list(details["image"].get("shape_signature", details["image"]["shape"]))
+        self.size = int(shape[1])
+        self.needs_sex = "sex" in details
+        spec = (self.metadata.get("input") or {}).get("preprocess") or self.metadata.get("preprocess")
+        self.spec = PreprocessSpec.from_dict(spec) if spec else PreprocessSpec(input_size=self.size)
+
+    def _init_keras(self) -> None:
+        from edge_boneage.preprocess import PreprocessSpec
+        from edge_boneage.train import load_model, model_input_names, model_input_size
+
+        self.kind = "keras"
+        self.model = load_model(self.path)
+        self.size = model_input_size(self.model)
+        self.needs_sex = "sex" in model_input_names(self.model)
+        self.spec = PreprocessSpec(input_size=self.size)
+
+    def run(self, image: np.ndarray, male: float | None) -> dict[str, np.ndarray]:
+        feed = {"image": image[None, :, :, None].astype(np.uint8)}
+        if self.needs_sex:
+            if male is None:
+                raise EdgeBoneageError(f"{self.path}: this model needs the patient's sex: pass --sex M or --sex F")
+            feed["sex"] = np.array([[male]], np.float32)
+        if self.kind == "tflite":
+            out = self.model(feed)
+        else:
+            out = self.model.predict_on_batch(feed)
+            if not isinstance(out, dict):
+                out = dict(zip(self.model.output_names, out if isinstance(out, (list, tuple)) else [out]))
+        return {k: np.asarray(v) for k, v in out.items()}
+
+
+def predict_image(predictor: AgePredictor, image_path: str | os.PathLike, sex=None) -> Prediction:
+    """Read, preprocess per the model's spec, run, decode. Errors name the file."""
+    from edge_boneage.io import read_image
+
+    male = parse_sex(sex)
+    img, meta = read_image(image_path)
+    x = predictor.spec.apply(img)
+    t0 = time.perf_counter()
+    out = predictor.run(x, male)
+    latency = (time.perf_counter() - t0) * 1e3
+    if "age" not in out:
+        raise EdgeBoneageError(f"{predictor.path}: model has no 'age' output (outputs: {sorted(out)})")
+    age = float(np.asarray(out["age"]).reshape(-1)[0])
+    probs = out.get("probs")
+    y, m = years_months(age)
+    return Prediction(
+        image=str(image_path), model=str(predictor.path), age_months=age, years=y, months=m,
+        sex=None if male is None or not predictor.needs_sex else ("M" if male else "F"),
+        probs=None if probs is None else [float(p) for p in np.asarray(probs).reshape(-1)],
+        class_centres_months=predictor.class_centres if probs is not None else None,
+        input_size=predictor.size, latency_ms=latency, image_meta=meta.to_dict(),
+    )
+
+
+def predict_file(model_path, image_path, sex=None) -> Prediction:
+    return predict_image(AgePredictor(model_path), image_path, sex)

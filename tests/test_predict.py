@@ -1,0 +1,99 @@
+"""`edge-boneage predict`: .tflite and .keras give the same age; errors are one line naming the file; no TF for .tflite."""
+
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from edge_boneage import EdgeBoneageError
+from edge_boneage.cli import main
+from edge_boneage.predict import AgePredictor, parse_sex, predict_file, years_months
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """A tiny age model with the project's I/O contract, saved as .keras and exported to .tflite."""
+    import keras
+
+    from convert.litert import export_litert
+    from keras_models.layers import SoftmaxExpectation
+
+    keras.utils.set_random_seed(0)
+    image = keras.Input((SIZE, SIZE, 1), name="image")
+    sex = keras.Input((1,), name="sex")
+    x = keras.layers.Rescaling(1 / 255.0)(image)
+    x = keras.layers.Conv2D(4, 3, strides=2, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Concatenate()([x, sex])
+    probs = keras.layers.Dense(19, activation="softmax", name="probs")(x)
+    age = SoftmaxExpectation(name="age")(probs)
+    model = keras.Model({"image": image, "sex": sex}, {"age": age, "probs": probs})
+    d = tmp_path_factory.mktemp("models")
+    model.save(d / "tiny.keras")
+    export_litert(model, d / "tiny.tflite")
+    return d / "tiny.keras", d / "tiny.tflite"
+
+
+@pytest.fixture()
+def radiograph(tmp_path):
+    rng = np.random.default_rng(1)
+    img = (rng.random((90, 60)) * 255).astype(np.uint8)  # portrait: exercises the letterbox
+    path = tmp_path / "hand.png"
+    cv2.imwrite(str(path), img)
+    return path
+
+
+def test_keras_and_tflite_agree(models, radiograph):
+    keras_path, tflite_path = models
+    a = predict_file(tflite_path, radiograph, sex="F")
+    b = predict_file(keras_path, radiograph, sex="F")
+    assert abs(a.age_months - b.age_months) < 1e-3
+    assert np.allclose(a.probs, b.probs, atol=1e-5)
+    assert abs(sum(a.probs) - 1) < 1e-4
+    expected = float(np.dot(a.probs, [12 * k + 6 for k in range(19)]))
+    assert abs(a.age_months - expected) < 1e-2
+    assert (a.years, a.months) == years_months(a.age_months)
+    m = predict_file(tflite_path, radiograph, sex="M")
+    assert m.sex == "M" and a.sex == "F"
+
+
+def test_missing_sex_and_bad_inputs(models, radiograph, tmp_path):
+    _, tflite_path = models
+    with pytest.raises(EdgeBoneageError, match="needs the patient's sex"):
+        predict_file(tflite_path, radiograph)
+    with pytest.raises(EdgeBoneageError, match="not M or F"):
+        parse_sex("X")
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"")
+    with pytest.raises(EdgeBoneageError, match="bad.png"):
+        predict_file(tflite_path, bad, sex="M")
+    with pytest.raises(EdgeBoneageError, match="no such model file"):
+        AgePredictor(tmp_path / "nope.tflite")
+
+
+def test_cli_json_and_error_exit(models, radiograph, tmp_path, capsys):
+    _, tflite_path = models
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    rc = main(["predict", str(radiograph), str(bad), "--model", str(tflite_path), "--sex", "F", "--json"])
+    lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
+    assert rc == 1
+    assert lines[0]["age_months"] > 0 and len(lines[0]["probs"]) == 19
+    assert "bad.png" in lines[1]["error"]
+
+
+def test_tflite_predict_imports_no_tensorflow(models, radiograph):
+    _, tflite_path = models
+    code = (
+        "import sys; from edge_boneage.cli import main;"
+        f"rc = main(['predict', {str(radiograph)!r}, '--model', {str(tflite_path)!r}, '--sex', 'M']);"
+        "bad = [m for m in ('tensorflow', 'keras', 'jax') if m in sys.modules]; assert not bad, bad; sys.exit(rc)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "bone age" in out.stdout
