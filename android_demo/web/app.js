@@ -1,0 +1,305 @@
+// edge-boneage demo page: load a .tflite (bundled models/default.tflite or user-chosen), read its metadata,
+// preprocess a radiograph exactly like edge_boneage.preprocess, run LiteRT.js (WASM, CPU) and show the result.
+// window.edgeBoneage is a small API used by tests/test_android_demo.py and android_demo/bench_wasm.py.
+import { loadLiteRt, loadAndCompile, Tensor } from "@litertjs/core";
+import * as B from "./boneage.js";
+
+const $ = (id) => document.getElementById(id);
+const state = { model: null, meta: null, spec: null, inputs: {}, outputs: [], label: "", grey: null, imageName: "" };
+let runtimeReady = null;
+
+function showError(e) {
+  const msg = e && e.message ? e.message : String(e);
+  $("error").textContent = msg;
+  document.title = "ERROR: " + msg;
+  console.error(e);
+}
+
+function initRuntime() {
+  if (!runtimeReady) {
+    const wasmDir = new URL("./vendor/litertjs/wasm/", location.href).href;
+    runtimeReady = loadLiteRt(wasmDir);
+  }
+  return runtimeReady;
+}
+
+// ---------------------------------------------------------------------------------------------------- model
+
+async function loadModelBytes(bytes, label) {
+  await initRuntime();
+  bytes = new Uint8Array(bytes);
+  const meta = B.readMetadata(bytes);  // validates the flatbuffer identifier too
+  if (state.model) { state.model.delete(); state.model = null; }
+  const model = await loadAndCompile(B.pinDynamicDims(bytes).bytes, { accelerator: "wasm" });
+  const inputs = {};
+  for (const d of model.getInputDetails()) inputs[B.tensorKey(d.name)] = d;
+  const outputs = model.getOutputDetails().map((d) => B.tensorKey(d.name));
+  if (meta && meta.task === "tw3_stage") {
+    throw new Error(`${label}: a TW3 stage classifier (per-bone crops); this demo runs whole-hand age models`);
+  }
+  if (!inputs.image) throw new Error(`${label}: model has no input "image" (inputs: ${Object.keys(inputs)})`);
+  const shape = Array.from(inputs.image.shape);
+  if (shape.length !== 4 || shape[1] !== shape[2] || shape[3] !== 1) {
+    throw new Error(`${label}: input "image" has shape [${shape}], expected [1,S,S,1]`);
+  }
+  const spec = B.preprocessSpec(meta, shape[1]);
+  Object.assign(state, { model, meta, spec, inputs, outputs, label });
+  const sexNeeded = "sex" in inputs;
+  $("sexbox").style.display = sexNeeded ? "" : "none";
+  $("modelinfo").textContent =
+    `${label}: ${meta && meta.model ? meta.model + ", " : ""}input ${spec.input_size}×${spec.input_size} ` +
+    `${inputs.image.dtype}${spec.enhance ? ", " + spec.enhance : ""}; inputs ${Object.keys(inputs).join(", ")}; ` +
+    `outputs ${outputs.join(", ")}${meta && meta.val_mae_months ? `; validation MAE ${meta.val_mae_months} months` : ""}` +
+    (meta ? "" : " (no edge_boneage metadata: default preprocessing)");
+  updateRunButton();
+  return describeModel();
+}
+
+function describeModel() {
+  return {
+    label: state.label, meta: state.meta, spec: state.spec, outputs: state.outputs,
+    inputs: Object.fromEntries(Object.entries(state.inputs).map(([k, d]) => [k, { dtype: d.dtype, shape: Array.from(d.shape) }])),
+  };
+}
+
+async function loadModelUrl(url) {
+  const resp = await fetch(url);
+  if (!resp.ok) throw new Error(`${url}: HTTP ${resp.status}`);
+  return loadModelBytes(await resp.arrayBuffer(), url.split("/").pop());
+}
+
+// ---------------------------------------------------------------------------------------------------- image
+
+async function decodeToGrey(blob) {
+  let bmp;
+  try {
+    bmp = await createImageBitmap(blob, { colorSpaceConversion: "none", premultiplyAlpha: "none" });
+  } catch (e) {
+    throw new Error("cannot decode the image (PNG or JPEG expected; DICOM is not supported in the app)");
+  }
+  const c = document.createElement("canvas");
+  c.width = bmp.width; c.height = bmp.height;
+  const ctx = c.getContext("2d", { willReadFrequently: true });
+  ctx.drawImage(bmp, 0, 0);
+  const rgba = ctx.getImageData(0, 0, bmp.width, bmp.height).data;
+  bmp.close && bmp.close();
+  return B.rgbaToGrey(rgba, c.width, c.height);
+}
+
+async function fetchGrey(url) {
+  const resp = await fetch(url);
+  if (!resp.ok) throw new Error(`${url}: HTTP ${resp.status}`);
+  return decodeToGrey(await resp.blob());
+}
+
+// ---------------------------------------------------------------------------------------------------- inference
+
+function inputTensors(img, sex) {
+  const d = state.inputs.image;
+  const S = state.spec.input_size;
+  const data = d.dtype === "uint8" ? new Uint8Array(img.data) : Float32Array.from(img.data);
+  const feeds = { image: new Tensor(data, [1, S, S, 1]) };
+  if (state.inputs.sex) {
+    if (sex !== 0 && sex !== 1) throw new Error("choose the sex (the model uses it)");
+    feeds.sex = new Tensor(new Float32Array([sex]), [1, 1]);
+  }
+  for (const k of Object.keys(state.inputs)) if (!(k in feeds)) throw new Error(`model input "${k}" is not supported`);
+  return feeds;
+}
+
+async function runOnce(feeds) {
+  const out = await state.model.run(feeds);
+  const res = {};
+  for (const [name, t] of Object.entries(out)) {
+    res[B.tensorKey(name)] = Array.from(t.toTypedArray());
+    t.delete();
+  }
+  return res;
+}
+
+async function predictGrey(grey, sex) {
+  if (!state.model) throw new Error("load a model first");
+  const t0 = performance.now();
+  const img = B.preprocess(grey, state.spec);
+  const t1 = performance.now();
+  const feeds = inputTensors(img, sex);
+  const t2 = performance.now();
+  const out = await runOnce(feeds);
+  const t3 = performance.now();
+  Object.values(feeds).forEach((t) => t.delete());
+  if (!out.age) throw new Error(`model has no output "age" (outputs: ${Object.keys(out)})`);
+  const age = out.age[0];
+  const probs = out.probs || null;
+  return {
+    age, ...B.yearsMonths(age), probs, decoded: probs ? B.decodeProbs(probs) : null,
+    preprocessMs: t1 - t0, inferenceMs: t3 - t2, input: img,
+    source: { width: grey.width, height: grey.height },
+  };
+}
+
+/** Wall time of `runs` model invocations (after `warmup`) on one preprocessed input, incl. reading outputs, ms. */
+async function benchmark(url, sex, runs = 50, warmup = 5) {
+  const grey = await fetchGrey(url);
+  const img = B.preprocess(grey, state.spec);
+  const feeds = inputTensors(img, sex);
+  for (let i = 0; i < warmup; i++) await runOnce(feeds);
+  const times = [];
+  const start = performance.now();
+  for (let i = 0; i < runs; i++) {
+    const t = performance.now();
+    await runOnce(feeds);
+    times.push(performance.now() - t);
+  }
+  const meanMs = (performance.now() - start) / runs;  // timer resolution is coarse (0.1 ms): the mean is finer
+  Object.values(feeds).forEach((t) => t.delete());
+  times.sort((a, b) => a - b);
+  return { medianMs: times[times.length >> 1], minMs: times[0], meanMs, runs };
+}
+
+// ---------------------------------------------------------------------------------------------------- UI
+
+function drawGrey(canvas, img, maxSide) {
+  const scale = maxSide ? Math.min(1, maxSide / Math.max(img.width, img.height)) : 1;
+  const full = document.createElement("canvas");
+  full.width = img.width; full.height = img.height;
+  const id = full.getContext("2d").createImageData(img.width, img.height);
+  for (let i = 0; i < img.data.length; i++) {
+    const v = img.data[i];
+    id.data[4 * i] = id.data[4 * i + 1] = id.data[4 * i + 2] = v; id.data[4 * i + 3] = 255;
+  }
+  full.getContext("2d").putImageData(id, 0, 0);
+  canvas.width = Math.round(img.width * scale); canvas.height = Math.round(img.height * scale);
+  const ctx = canvas.getContext("2d");
+  ctx.imageSmoothingQuality = "high";
+  ctx.drawImage(full, 0, 0, canvas.width, canvas.height);
+}
+
+function drawChart(probs, ageMonths) {
+  const c = $("chart"), ctx = c.getContext("2d");
+  const W = c.width, H = c.height, left = 40, bottom = 30, top = 10;
+  ctx.clearRect(0, 0, W, H);
+  ctx.font = "13px sans-serif"; ctx.fillStyle = "#5a6470";
+  const n = probs.length, bw = (W - left - 10) / n, pmax = Math.max(0.05, ...probs);
+  ctx.strokeStyle = "#c8ced6";
+  for (const f of [0, 0.5, 1]) {
+    const y = H - bottom - f * (H - bottom - top);
+    ctx.beginPath(); ctx.moveTo(left, y); ctx.lineTo(W - 10, y); ctx.stroke();
+    ctx.fillText((f * pmax).toFixed(2), 2, y + 4);
+  }
+  const best = B.decodeProbs(probs).argmax;
+  for (let i = 0; i < n; i++) {
+    const h = (probs[i] / pmax) * (H - bottom - top);
+    ctx.fillStyle = i === best ? "#1565c0" : "#90b4dc";
+    ctx.fillRect(left + i * bw + 2, H - bottom - h, bw - 4, h);
+    ctx.fillStyle = "#5a6470";
+    ctx.fillText(String(i), left + i * bw + bw / 2 - 4, H - bottom + 16);
+  }
+  const x = left + (ageMonths / 12) * bw;  // age marker on the same year axis
+  ctx.strokeStyle = "#d32f2f"; ctx.lineWidth = 2;
+  ctx.beginPath(); ctx.moveTo(x, top); ctx.lineTo(x, H - bottom); ctx.stroke(); ctx.lineWidth = 1;
+  ctx.fillStyle = "#5a6470"; ctx.fillText("years", W - 50, H - 2);
+}
+
+function showResult(r, grey) {
+  $("resultcard").hidden = false;
+  $("age").textContent = `${r.years} y ${r.months} m`;
+  $("agesub").textContent = `${r.age.toFixed(1)} months` +
+    (r.decoded ? ` · most likely ${r.decoded.argmax}–${r.decoded.argmax + 1} y (p = ${r.probs[r.decoded.argmax].toFixed(2)})` : "");
+  $("latency").textContent = `LiteRT inference ${r.inferenceMs.toFixed(1)} ms · preprocessing ${r.preprocessMs.toFixed(1)} ms ` +
+    `(${r.source.width}×${r.source.height} → ${state.spec.input_size}²)`;
+  $("insize").textContent = `${state.spec.input_size}×${state.spec.input_size}`;
+  drawGrey($("modelin"), r.input);
+  drawGrey($("preview"), grey, 360);
+  if (r.probs) drawChart(r.probs, r.age);
+}
+
+function selectedSex() {
+  const el = document.querySelector('input[name="sex"]:checked');
+  return el ? Number(el.value) : null;
+}
+
+function updateRunButton() {
+  $("run").disabled = !(state.model && state.grey && (!state.inputs.sex || selectedSex() !== null));
+}
+
+async function runUi() {
+  $("error").textContent = "";
+  try {
+    const r = await predictGrey(state.grey, selectedSex());
+    showResult(r, state.grey);
+    document.title = "DONE";
+  } catch (e) { showError(e); }
+}
+
+async function onImageFile(file) {
+  if (!file) return;
+  $("error").textContent = "";
+  try {
+    state.grey = await decodeToGrey(file);
+    state.imageName = file.name;
+    updateRunButton();
+    if (!$("run").disabled) await runUi();
+  } catch (e) { showError(`${file.name}: ${e.message}`); }
+}
+
+function wireUi() {
+  $("modelfile").addEventListener("change", async (ev) => {
+    const f = ev.target.files[0];
+    if (!f) return;
+    $("error").textContent = "";
+    try { await loadModelBytes(await f.arrayBuffer(), f.name); if (state.grey) await runUi(); }
+    catch (e) { showError(`${f.name}: ${e.message}`); }
+  });
+  $("imagefile").addEventListener("change", (ev) => onImageFile(ev.target.files[0]));
+  $("camerafile").addEventListener("change", (ev) => onImageFile(ev.target.files[0]));
+  for (const r of document.querySelectorAll('input[name="sex"]')) {
+    r.addEventListener("change", () => { updateRunButton(); if (!$("run").disabled) runUi(); });
+  }
+  $("run").addEventListener("click", runUi);
+  if (window.EdgeBoneageNative) {  // Android bridge (android_demo/app): device info for the latency line
+    try { $("native").textContent = "Device: " + window.EdgeBoneageNative.deviceInfo(); } catch (e) { /* ignore */ }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------- startup
+
+window.edgeBoneage = {
+  B, state, initRuntime, loadModelUrl, loadModelBytes, fetchGrey, benchmark,
+  async predictUrl(url, sex) {
+    const r = await predictGrey(await fetchGrey(url), sex);
+    return { age: r.age, years: r.years, months: r.months, probs: r.probs, inferenceMs: r.inferenceMs,
+             preprocessMs: r.preprocessMs, source: r.source };
+  },
+  async preprocessUrl(url, spec) {  // base64 of the S x S model input, for pixel-parity tests
+    const img = B.preprocess(await fetchGrey(url), spec || state.spec);
+    let s = ""; for (const v of img.data) s += String.fromCharCode(v);
+    return { width: img.width, height: img.height, b64: btoa(s) };
+  },
+  async showUrl(url, sex) {  // load an image by URL into the UI and run it (screenshots)
+    state.grey = await fetchGrey(url);
+    const el = document.querySelector(`input[name="sex"][value="${sex}"]`);
+    if (el) el.checked = true;
+    updateRunButton();
+    await runUi();
+    return $("age").textContent;
+  },
+};
+
+async function main() {
+  wireUi();
+  try {
+    await initRuntime();
+    $("modelinfo").textContent = "runtime ready; choose a model";
+    const q = new URLSearchParams(location.search);
+    const bundled = q.get("model") || "models/default.tflite";
+    try {
+      await loadModelUrl(bundled);
+    } catch (e) {
+      if (q.get("model")) throw e;  // an explicitly requested model must load
+      $("modelinfo").textContent = "runtime ready; no bundled model: choose a .tflite file";
+    }
+    if (q.get("image")) await window.edgeBoneage.showUrl(q.get("image"), q.get("sex") ?? "");
+    if (!q.get("image")) document.title = "READY";
+  } catch (e) { showError(e); }
+}
+main();
