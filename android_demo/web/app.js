@@ -50,7 +50,8 @@ async function loadModelBytes(bytes, label) {
     `${label}: ${meta && meta.model ? meta.model + ", " : ""}input ${spec.input_size}×${spec.input_size} ` +
     `${inputs.image.dtype}${spec.enhance ? ", " + spec.enhance : ""}; inputs ${Object.keys(inputs).join(", ")}; ` +
     `outputs ${outputs.join(", ")}${meta && meta.val_mae_months ? `; validation MAE ${meta.val_mae_months} months` : ""}` +
-    (meta ? "" : " (no edge_boneage metadata: default preprocessing)");
+    (meta ? "" : " (no edge_boneage metadata: default preprocessing)") +
+    (meta && meta.note ? ` — ${meta.note}` : "");
   updateRunButton();
   return describeModel();
 }
@@ -209,7 +210,7 @@ function showResult(r, grey) {
     `(${r.source.width}×${r.source.height} → ${state.spec.input_size}²)`;
   $("insize").textContent = `${state.spec.input_size}×${state.spec.input_size}`;
   drawGrey($("modelin"), r.input);
-  drawGrey($("preview"), grey, 360);
+  drawGrey($("preview"), grey, 300);
   if (r.probs) drawChart(r.probs, r.age);
 }
 
