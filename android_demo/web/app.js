@@ -29,14 +29,14 @@ async function loadModelBytes(bytes, label) {
   await initRuntime();
   bytes = new Uint8Array(bytes);
   const meta = B.readMetadata(bytes);  // validates the flatbuffer identifier too
+  if (meta && meta.task === "tw3_stage") {
+    throw new Error(`${label}: a TW3 stage classifier (per-bone crops); this demo runs whole-hand age models`);
+  }
   if (state.model) { state.model.delete(); state.model = null; }
   const model = await loadAndCompile(B.pinDynamicDims(bytes).bytes, { accelerator: "wasm" });
   const inputs = {};
   for (const d of model.getInputDetails()) inputs[B.tensorKey(d.name)] = d;
   const outputs = model.getOutputDetails().map((d) => B.tensorKey(d.name));
-  if (meta && meta.task === "tw3_stage") {
-    throw new Error(`${label}: a TW3 stage classifier (per-bone crops); this demo runs whole-hand age models`);
-  }
   if (!inputs.image) throw new Error(`${label}: model has no input "image" (inputs: ${Object.keys(inputs)})`);
   const shape = Array.from(inputs.image.shape);
   if (shape.length !== 4 || shape[1] !== shape[2] || shape[3] !== 1) {
