@@ -152,13 +152,13 @@ def plot_scatter(true_months, pred_months, path, *, male=None, title: str = "Pre
         m = _as_1d("sex", male, t.shape[0]) == 1
         ax.scatter(t[m], p[m], s=8, alpha=0.6, label="male")
         ax.scatter(t[~m], p[~m], s=8, alpha=0.6, label="female")
-        ax.legend(loc="upper left")
     else:
         ax.scatter(t, p, s=8, alpha=0.6)
     hi = float(max(t.max(initial=0.0), p.max(initial=0.0), 12.0)) * 1.05
     ax.plot([0, hi], [0, hi], "k--", lw=1, label="identity")
-    ax.plot([0, hi], [12, hi + 12], color="grey", lw=0.7, ls=":")
+    ax.plot([0, hi], [12, hi + 12], color="grey", lw=0.7, ls=":", label="±1 year")
     ax.plot([0, hi], [-12, hi - 12], color="grey", lw=0.7, ls=":")
+    ax.legend(loc="upper left", fontsize=8)
     ax.set_xlim(0, hi)
     ax.set_ylim(0, hi)
     ax.set_aspect("equal")

@@ -8,7 +8,8 @@
 ``state.json``         the commit point of an epoch: ``{"epoch", "checkpoint", "best_epoch", "best_val_mae"}``
 ``checkpoints/``       ``epoch-NNNN.keras`` of the last committed epoch (older ones are deleted after the commit)
 ``last.keras``         hard link (or copy) of the last committed epoch's checkpoint (model + optimizer state)
-``best.keras``         the checkpoint with the lowest validation MAE (months) so far
+``best.keras``         the checkpoint with the lowest validation MAE (months) so far (training MAE without
+                       validation data)
 ``val/``               the validation report of ``best.keras`` (edge_boneage.metrics: report.json + PNGs)
 =====================  ==========================================================================================
 
@@ -27,7 +28,8 @@ Resume, exactly once per epoch. At the end of epoch e the checkpoint callback, i
 epoch files. ``resume=True`` reads ``state.json``, loads its checkpoint (weights + optimizer state), drops
 ``log.csv`` rows after the committed epoch (a row written just before a kill whose epoch never committed),
 re-links last/best, and continues with ``initial_epoch = e + 1``; the data pipeline's shuffling/augmentation is
-seeded by (seed, epoch), so the resumed epochs see the same batches an uninterrupted run would. A resumed run
+seeded by (seed, epoch), so the resumed epochs see the same batches an uninterrupted run would (dropout masks
+are not restored, so the weights are not bit-identical to an uninterrupted run's). A resumed run
 takes its configuration from the saved ``run.json``; only ``epochs`` may be raised to train longer.
 
 Several devices (JAX backend): with more than one device visible, training is data-parallel through
@@ -75,6 +77,7 @@ class TrainConfig:
     age_loss_weight: float = 1.0  # lambda on MAE in years
     label_smoothing: float = 0.0
     sigma_years: float = 0.0  # > 0: Gaussian soft class targets
+    bn_momentum: float | None = None  # override every BatchNormalization momentum (None: the builder's)
     seed: int = 0
     # run
     out: str = "runs/train"
@@ -151,27 +154,25 @@ def _synth_source(n: int, size: int, seed: int):
 
 
 def _file_samples(config: TrainConfig) -> list:
+    """Samples of a file-based source via edge_boneage.datasets (rows validated there, strict)."""
     from edge_boneage import datasets
 
     if config.data == "rsna":
         if not config.rsna_dir and not config.labels_csv:
             raise EdgeBoneageError("--data rsna needs --rsna-dir (a folder with labels.csv and img100/)")
-        kw = {}
-        if config.labels_csv:
-            kw["labels_csv"] = config.labels_csv
-        if config.image_dir:
-            kw["image_dir"] = config.image_dir
-        samples = datasets.load_rsna(config.rsna_dir, **kw)
+        base = Path(config.rsna_dir) if config.rsna_dir else Path(config.labels_csv).parent
+        csv_path = Path(config.labels_csv) if config.labels_csv else base / "labels.csv"
+        image_dir = Path(config.image_dir) if config.image_dir else base / "img100"
+        result = datasets.load_rsna_csv(csv_path, image_dir)
     elif config.data == "csv":
         if not config.labels_csv:
-            raise EdgeBoneageError("--data csv needs --csv FILE (columns path/id, boneage months, male)")
-        kw = {"image_dir": config.image_dir} if config.image_dir else {}
-        samples = datasets.load_csv(config.labels_csv, **kw)
+            raise EdgeBoneageError("--data csv needs --csv FILE (path,boneage_months,sex or an RSNA-format CSV)")
+        result = datasets.load_csv(config.labels_csv, config.image_dir)
     else:
         raise EdgeBoneageError(f"unknown data source {config.data!r}; use synth, rsna or csv")
-    samples = list(samples)
+    samples = list(getattr(result, "samples", result))
     if not samples:
-        raise EdgeBoneageError(f"no samples in {config.labels_csv or config.rsna_dir}")
+        raise EdgeBoneageError(f"{config.labels_csv or config.rsna_dir}: no usable samples")
     return samples
 
 
@@ -190,10 +191,24 @@ def load_source(config: TrainConfig):
 
 
 def load_split(config: TrainConfig, source=None):
-    """(train_source, val_source): the deterministic, age-stratified split of `load_source(config)` (or of
-    `source`, an ArrayImages/SampleImages given directly)."""
+    """(train_source, val_source): the deterministic split of `load_source(config)` (or of `source`, an
+    ArrayImages/SampleImages given directly). File samples use edge_boneage.datasets.stratified_split (age band
+    x sex); in-memory arrays (synthetic) use `_split_indices` (age-stratified)."""
     src = load_source(config) if source is None else source
-    tr, va = _split_indices(len(src), config.val_fraction, config.seed, src.months)
+    samples = getattr(src, "samples", None)
+    if samples is not None and config.val_fraction > 0 and all(hasattr(s, "id") for s in samples):
+        # file data: edge_boneage.datasets' split (stratified by age band and sex, stable by id)
+        from edge_boneage import datasets
+
+        try:
+            _, val = datasets.stratified_split(samples, val_fraction=config.val_fraction, seed=config.seed)
+        except ValueError as exc:
+            raise EdgeBoneageError(f"cannot split {config.labels_csv or config.rsna_dir}: {exc}") from exc
+        val_ids = {s.id for s in val}
+        va = np.array([i for i, s in enumerate(samples) if s.id in val_ids], np.int64)
+        tr = np.array([i for i, s in enumerate(samples) if s.id not in val_ids], np.int64)
+    else:
+        tr, va = _split_indices(len(src), config.val_fraction, config.seed, src.months)
     return src.subset(tr), (src.subset(va) if len(va) else None)
 
 
@@ -257,6 +272,24 @@ def model_input_size(model) -> int:
     raise EdgeBoneageError(f"model {model.name!r} has no (B,S,S,1) 'image' input")
 
 
+def set_bn_momentum(model, momentum: float) -> int:
+    """Set the moving-statistics momentum of every BatchNormalization layer (nested models included).
+
+    keras.applications' MobileNetV3 uses 0.999: its inference-mode statistics need thousands of steps to
+    follow the weights, so short runs validate far worse than they train; 0.99 (or 0.9) fixes that.
+    Returns the number of layers changed (saved in the .keras config, so it survives resume)."""
+    import keras
+
+    if not 0.0 <= momentum < 1.0:
+        raise EdgeBoneageError(f"BatchNorm momentum must be in [0, 1), got {momentum}")
+    n = 0
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = float(momentum)
+            n += 1
+    return n
+
+
 def compile_model(model, config: TrainConfig) -> None:
     import keras
 
@@ -318,19 +351,27 @@ def _read_csv_rows(path: Path) -> tuple[list[str], list[dict]]:
 
 
 def _truncate_log(path: Path, last_epoch: int) -> None:
-    """Keep only rows with epoch <= last_epoch (rows of epochs that never committed are dropped)."""
+    """Rewrite log.csv with one complete row per committed epoch 0..last_epoch (rows of epochs that never
+    committed, half-written rows and duplicates are dropped; the last complete row of an epoch wins)."""
     header, rows = _read_csv_rows(path)
     if not header:
         return
-    keep = [r for r in rows if r.get("epoch", "").strip() != "" and int(r["epoch"]) <= last_epoch]
-    if len(keep) == len(rows):
-        return
+    by_epoch: dict[int, dict] = {}
+    for r in rows:
+        if any(r.get(k) in (None, "") for k in header) or None in r:
+            continue
+        try:
+            e = int(r["epoch"])
+        except ValueError:
+            continue
+        if e <= last_epoch:
+            by_epoch[e] = r
     import io
 
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=header, lineterminator="\n")
     w.writeheader()
-    w.writerows(keep)
+    w.writerows(by_epoch[e] for e in sorted(by_epoch))
     write_text_atomic(path, buf.getvalue())
 
 
@@ -539,6 +580,8 @@ def train(config: TrainConfig, source=None) -> TrainResult:
         except KeyError as exc:
             raise EdgeBoneageError(str(exc).strip("'\"")) from exc
         model = build_model(config.model, input_size=config.size, **config.model_args)
+        if config.bn_momentum is not None:
+            set_bn_momentum(model, config.bn_momentum)
         compile_model(model, config)
         for stale in ("log.csv", "last.keras", "best.keras"):
             (out / stale).unlink(missing_ok=True)

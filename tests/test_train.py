@@ -234,6 +234,42 @@ def test_train_in_process_writes_run_and_recovers_uncommitted_row(tmp_path):
     assert not list((out / "checkpoints").glob("*.tmp.keras")) and len(list((out / "checkpoints").iterdir())) == 1
 
 
+def test_training_learns_an_easy_signal(tmp_path):
+    """End to end through the engine (targets, loss, batches, checkpoints, report): image brightness encodes
+    the age, so a working pipeline must get far below the ~57-month MAE of predicting the mean age."""
+    src = _arrays(160)
+    r = T.train(T.TrainConfig(model="tiny_test_age", size=S, epochs=25, batch=16, lr=1e-2, out=str(tmp_path / "r"),
+                              verbose=0, val_fraction=0.25, augment=False), source=src)
+    first = r.history[0]["val_age_mae"]
+    assert first > 40 and r.best_val_mae_months < 15, [round(h["val_age_mae"], 1) for h in r.history]
+    assert r.val_report["overall"]["mae_months"] == pytest.approx(r.best_val_mae_months, rel=1e-4)
+    assert r.val_report["overall"]["acc_1y"] > 0.5
+
+
+def test_bn_momentum_override_is_saved(tmp_path):
+    import keras
+
+    inp = keras.Input((4,))
+    model = keras.Model(inp, keras.layers.BatchNormalization(momentum=0.999)(keras.layers.Dense(3)(inp)))
+    assert T.set_bn_momentum(model, 0.9) == 1
+    T.save_model_atomic(model, tmp_path / "m.keras")
+    loaded = T.load_model(tmp_path / "m.keras")
+    assert [l.momentum for l in loaded.layers if isinstance(l, keras.layers.BatchNormalization)] == [0.9]
+    with pytest.raises(EdgeBoneageError, match="momentum"):
+        T.set_bn_momentum(model, 1.5)
+
+
+def test_truncate_log_drops_uncommitted_partial_and_duplicate_rows(tmp_path):
+    log = tmp_path / "log.csv"
+    log.write_text("epoch,loss,val_age_mae\n0,1.0,50\n1,0.9,40\n1,0.8,39\n2,0.7,38\n3,0.6")  # 3: half-written
+    T._truncate_log(log, 2)
+    assert log.read_text() == "epoch,loss,val_age_mae\n0,1.0,50\n1,0.8,39\n2,0.7,38\n"
+    log.write_text("epoch,loss,val_age_mae\n0,1.0,50\n1,0.9")  # committed 0; row 1 torn mid-write
+    T._truncate_log(log, 0)
+    assert _log_epochs(log) == [0] and log.read_text().endswith("\n")
+
+
+@pytest.mark.slow
 def test_cli_kill_and_resume_every_epoch_logged_once(tmp_path):
     """Start `edge-boneage train` in a child, SIGKILL it after epoch 1 is in the CSV, resume, check the log."""
     out = tmp_path / "run"
@@ -323,6 +359,7 @@ def test_model_arg_parsing_and_unknown_model(tmp_path):
 # ----------------------------------------------------------------------------------------------- JAX data parallel
 
 
+@pytest.mark.slow
 def test_jax_two_device_data_parallel(tmp_path):
     pytest.importorskip("jax")
     out = tmp_path / "run"
@@ -341,3 +378,26 @@ def test_jax_two_device_data_parallel(tmp_path):
     # the JAX-trained checkpoint loads under TensorFlow (this process)
     m = T.load_model(out / "last.keras")
     assert m.count_params() > 0
+
+
+# ----------------------------------------------------------------------------------------------- real RSNA files
+
+
+def test_rsna_files_train_split_and_evaluate_from_run(tmp_path, rsna_dir):
+    """Real images through io + preprocess: the split is datasets.stratified_split's, and `evaluate --from-run`
+    reproduces the training run's own validation report."""
+    from edge_boneage import cli, datasets
+
+    out = tmp_path / "run"
+    cfg = T.TrainConfig(model="tiny_test_age", data="rsna", rsna_dir=str(rsna_dir), limit=40, size=S, epochs=1,
+                        batch=8, out=str(out), verbose=0, val_fraction=0.25, seed=3)
+    r = T.train(cfg)
+    run = json.loads((out / "run.json").read_text())
+    first40 = datasets.load_rsna_csv(rsna_dir / "labels.csv", rsna_dir / "img100").samples[:40]
+    _, val = datasets.stratified_split(first40, val_fraction=0.25, seed=3)
+    assert sorted(run["val_ids"]) == sorted(s.id for s in val) and run["n_train"] + run["n_val"] == 40
+    x, _ = sources.BatchMaker(T.load_source(cfg), 4).batch(0)
+    assert x["image"].shape == (4, S, S, 1) and x["image"].max() > 0  # decoded, letterboxed, resized
+    assert cli.main(["evaluate", str(out / "best.keras"), "--from-run", str(out), "--out", str(tmp_path / "ev")]) == 0
+    again = json.loads((tmp_path / "ev/report.json").read_text())
+    assert again["overall"] == pytest.approx(r.val_report["overall"], rel=1e-5)

@@ -69,6 +69,8 @@ def register(subparsers) -> None:
     p.add_argument("--age-loss-weight", type=float, default=1.0, help="lambda on MAE in years (default 1.0)")
     p.add_argument("--label-smoothing", type=float, default=0.0)
     p.add_argument("--sigma-years", type=float, default=0.0, help="> 0: Gaussian soft class targets")
+    p.add_argument("--bn-momentum", type=float,
+                   help="override BatchNorm momentum (MobileNetV3 uses 0.999: use 0.99 for short runs)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/train", help="run folder (default runs/train)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last committed epoch")
@@ -88,7 +90,7 @@ def handler(args) -> int:
         rsna_dir=args.rsna_dir, labels_csv=args.labels_csv, image_dir=args.image_dir, limit=args.limit,
         size=args.size, enhance=args.enhance, val_fraction=args.val_fraction, epochs=args.epochs, batch=args.batch,
         lr=args.lr, augment=args.augment, age_loss_weight=args.age_loss_weight, label_smoothing=args.label_smoothing,
-        sigma_years=args.sigma_years, seed=args.seed, out=args.out, resume=args.resume,
+        sigma_years=args.sigma_years, bn_momentum=args.bn_momentum, seed=args.seed, out=args.out, resume=args.resume,
         mixed_precision=args.mixed_precision, backend_note=args.note, verbose=args.verbose)
     r = train(cfg)
     print(f"trained {cfg.model}: epochs {r.initial_epoch}..{r.epochs_done - 1} this run, {r.epochs_done} in total, "
