@@ -78,7 +78,8 @@ class AgePredictor:
         else:
             raise EdgeBoneageError(f"{self.path}: unknown model format (use .tflite or .keras)")
         outputs = self.metadata.get("outputs") or {}
-        self.class_centres = list(outputs.get("class_centres_months") or DEFAULT_CLASS_CENTRES_MONTHS)
+        centres = outputs.get("class_centres_months") or (outputs.get("probs") or {}).get("class_centres_months")
+        self.class_centres = list(centres or DEFAULT_CLASS_CENTRES_MONTHS)
 
     def _init_tflite(self) -> None:
         from edge_boneage.preprocess import PreprocessSpec
