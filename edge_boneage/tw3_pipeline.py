@@ -281,7 +281,7 @@ def read_boxes(path) -> dict[str, ImageBoxes]:
     raise EdgeBoneageError(f"{path}: unknown boxes format {suffix!r} (use .xml VOC, .json COCO, or .csv)")
 
 
-def boxes_for_image(all_boxes: dict[str, ImageBoxes], image_path, boxes_path="boxes file") -> ImageBoxes:
+def boxes_for_image(all_boxes: dict[str, ImageBoxes], image_path, boxes_path=None) -> ImageBoxes:
     """The entry of `all_boxes` for an image: by exact name, path, file name or stem (synth ids); a file with one
     image whose name is empty or matches nothing is used for any image only if it has no name."""
     p = Path(image_path)
@@ -296,6 +296,8 @@ def boxes_for_image(all_boxes: dict[str, ImageBoxes], image_path, boxes_path="bo
     if len(all_boxes) == 1 and next(iter(all_boxes)) == "":
         return next(iter(all_boxes.values()))
     names = list(all_boxes)[:3]
+    if boxes_path is None:
+        boxes_path = next((e.source for e in all_boxes.values() if e.source), "boxes file")
     raise EdgeBoneageError(f"{boxes_path}: no boxes for image {p.name!r} ({len(all_boxes)} image(s) listed, "
                            f"e.g. {', '.join(map(repr, names))})")
 
@@ -827,6 +829,7 @@ class StageTrainConfig:
     epochs: int = 10
     batch: int = 32
     lr: float = 1e-3
+    jit_compile: bool | str = "auto"  # Keras compile(jit_compile=...); False skips XLA (faster start, tests)
     time_budget_s: float | None = None  # stop after the epoch that would overrun this (per invocation)
     out: str = "runs/tw3"
     resume: bool = False
@@ -1009,7 +1012,8 @@ def train_stage_model(config: StageTrainConfig, train_data: StageData | None = N
         model = build_model(config.arch, input_size=config.crop, **config.model_args)
         model.compile(optimizer=keras.optimizers.Adam(learning_rate=config.lr),
                       loss={"probs": keras.losses.SparseCategoricalCrossentropy()},
-                      metrics={"probs": [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]})
+                      metrics={"probs": [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]},
+                      jit_compile=config.jit_compile)
         for stale in ("log.csv", "last.keras", "best.keras"):
             (out / stale).unlink(missing_ok=True)
 
