@@ -600,6 +600,8 @@ def plot_sweep(sweep: dict, path, title: str = "TopN threshold sweep (validation
         if g in sweep["best"]:
             b = sweep["best"][g]
             ax.plot([b["threshold"]], [b["mae_years"]], "o", color=colors[g], ms=5)
+            if g == "all":
+                continue
             ax.annotate(f"P={b['threshold']:.2f}\n{b['mae_years']:.3f} y", (b["threshold"], b["mae_years"]),
                         textcoords="offset points", xytext=(4, 6), fontsize=7, color=colors[g])
     ax.set_xlabel("threshold P")
@@ -744,8 +746,8 @@ def evaluate(model, val: StageData, test: StageData, out_dir=None, *, thresholds
         report["oracle"] = oracle_table(test.grades, test.boneage_months / 12.0, test.male, curve)
     if out_dir is not None:
         out = Path(out_dir)
-        plot_sweep(sweep, out / "sweep.png",
-                   title=f"TopN threshold sweep on validation ({Path(m.path).name})")
+        name = (meta or {}).get("arch") or Path(m.path).name
+        plot_sweep(sweep, out / "sweep.png", title=f"TopN threshold sweep on validation ({name})")
         write_text_atomic(out / "report.md", report_markdown(report) + "\n")
         report["files"] = {"json": str(out / "report.json"), "markdown": str(out / "report.md"),
                            "sweep_png": str(out / "sweep.png")}
