@@ -402,7 +402,8 @@ def folder_stage_data(folder, crop: int, margin: float = DEFAULT_MARGIN, boxes_f
         with open(folder / "stages.csv", newline="") as f:
             for r in csv.DictReader(f):
                 stages[r["id"]] = [int(r[b]) for b in BONES]
-    rows = list(csv.DictReader(open(labels, newline="")))
+    with open(labels, newline="") as f:
+        rows = list(csv.DictReader(f))
     if limit:
         rows = rows[: int(limit)]
     if not rows:

@@ -6,7 +6,6 @@ See docs/TW3.md. Library: edge_boneage.tw3_pipeline (this module only parses arg
 from __future__ import annotations
 
 import json
-import sys
 
 from edge_boneage import EdgeBoneageError
 
