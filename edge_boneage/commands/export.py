@@ -1,0 +1,76 @@
+"""`edge-boneage export MODEL.keras`: LiteRT (.tflite) float32 / fp16 / dynamic / full int8 behind a parity gate.
+
+Every exported file is run in a child process on a fixed check set and compared with the Keras model before it
+is written (see convert.export); a failing file is not written unless --force (then marked FAILED in metadata).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "export", help="export a .keras model to LiteRT (.tflite) or ONNX, checked against Keras",
+        description="Export a .keras model to a LiteRT .tflite (builtin ops only) with metadata inside, after a "
+                    "parity check in a child process against the Keras model. Full int8 keeps LBP and grid "
+                    "sampling in float automatically and says so.")
+    p.add_argument("model", help="source model (.keras)")
+    p.add_argument("--out", help="output file (default: MODEL[_QUANT].tflite, or MODEL.onnx with --onnx)")
+    q = p.add_mutually_exclusive_group()
+    q.add_argument("--float32", dest="quant", action="store_const", const="float32", help="float32 (default)")
+    q.add_argument("--fp16", dest="quant", action="store_const", const="fp16", help="float16 weights")
+    q.add_argument("--dynamic", dest="quant", action="store_const", const="dynamic",
+                   help="dynamic-range (int8 weights, float activations)")
+    q.add_argument("--int8", dest="quant", action="store_const", const="int8",
+                   help="full integer int8 (calibrated; LBP/sampler kept float)")
+    p.set_defaults(quant="float32")
+    p.add_argument("--io", choices=("int8", "uint8", "float32"), default="int8",
+                   help="type of the float inputs/outputs for --int8 (default int8; the uint8 image input "
+                        "stays uint8 in every mode)")
+    p.add_argument("--calib", choices=("synth", "rsna"), default="synth",
+                   help="calibration data for --int8 (default synth; rsna = real radiographs from --rsna-dir)")
+    p.add_argument("--rsna-dir", help="folder with labels.csv and img100/ (--calib rsna)")
+    p.add_argument("--calib-n", type=int, default=64, help="calibration samples (default 64)")
+    p.add_argument("--check-n", type=int, default=32, help="parity check samples (default 32)")
+    p.add_argument("--force", action="store_true",
+                   help="write the file even if the parity check fails (metadata parity: 'FAILED (forced)')")
+    p.add_argument("--no-float-islands", action="store_true",
+                   help="(debugging) quantise LBP/sampler layers too; usually fails the parity check")
+    p.add_argument("--onnx", action="store_true", help="export to ONNX (model.export(format='onnx')) instead")
+    p.set_defaults(func=handler)
+
+
+def handler(args) -> int:
+    os.environ["KERAS_BACKEND"] = "tensorflow"  # before keras is imported anywhere below
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from edge_boneage import EdgeBoneageError
+
+    if args.calib_n < 1 or args.check_n < 1:
+        raise EdgeBoneageError("--calib-n and --check-n must be >= 1")
+    src = Path(args.model)
+    if args.onnx:
+        from convert.onnx import export_keras_onnx
+
+        out = Path(args.out) if args.out else src.with_suffix(".onnx")
+        res = export_keras_onnx(src, out, check_n=args.check_n, force=args.force)
+        print(f"{res['path']}: ONNX written; max |ONNX Runtime - Keras| = "
+              f"{', '.join(f'{k}={v:.3g}' for k, v in res['max_abs_diff'].items())} ({res['status']})")
+        return 0
+    from convert.export import export, format_parity
+
+    res = export(src, args.out, quantization=args.quant, io=args.io, calib=args.calib, rsna_dir=args.rsna_dir,
+                 calib_n=args.calib_n, check_n=args.check_n, force=args.force,
+                 keep_float=[] if args.no_float_islands else "auto")
+    q = res.metadata["quantization"]
+    ops = q.get("ops") or {}
+    print(f"{res.path}: {q['mode']} (I/O {q['io']}), {res.path.stat().st_size / 2**20:.2f} MiB, "
+          f"{ops.get('ops', '?')} ops ({ops.get('int8_ops', 0)} int8, {ops.get('float_ops', 0)} float, "
+          f"{ops.get('quantize', 0)} QUANTIZE, {ops.get('dequantize', 0)} DEQUANTIZE), {res.seconds:.0f} s")
+    if q["kept_float_layers"]:
+        print("kept in float32: " + ", ".join(f"{n} ({t})" for n, t in q["kept_float_layers"].items()))
+    print(format_parity(res.parity))
+    if res.forced:
+        print(f"WARNING: {res.path} FAILED the parity check and was written only because of --force")
+    return 0
