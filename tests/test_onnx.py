@@ -1,0 +1,94 @@
+"""ONNX in and out: a tiny PyTorch CNN and our own tiny Keras MobileNetV3-Large through ONNX -> onnx2tf -> LiteRT,
+each LiteRT output compared with ONNX Runtime on the same inputs (in a child process).
+
+Needs the optional ONNX extra (convert/onnx.py: INSTALL_HINT) and torch for the PyTorch model; skips otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+from convert.onnx import INSTALL_HINT, missing_modules  # noqa: E402
+
+_MISSING = missing_modules("onnx", "onnxruntime", "onnx2tf", "tf_keras", "onnx_graphsurgeon", "sng4onnx", "psutil",
+                           "onnxsim")
+pytestmark = pytest.mark.skipif(bool(_MISSING), reason=f"optional ONNX extra not installed ({', '.join(_MISSING)}): "
+                                                       f"{INSTALL_HINT}")
+
+
+def _torch_onnx(path):
+    torch = pytest.importorskip("torch", reason="torch not installed (pip install torch==2.13.0)")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 16, 3, stride=2, padding=1), torch.nn.Hardswish(),
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(16, 5), torch.nn.Softmax(-1)).eval()
+    with torch.no_grad():  # non-trivial BN statistics
+        net[1].running_mean.uniform_(-0.2, 0.2)
+        net[1].running_var.uniform_(0.5, 1.5)
+    torch.onnx.export(net, (torch.rand(1, 1, 32, 32),), str(path), dynamo=False, opset_version=17,
+                      input_names=["image"], output_names=["probs"],
+                      dynamic_axes={"image": {0: "batch"}, "probs": {0: "batch"}})
+    return net
+
+
+def test_pytorch_cnn_to_litert(tmp_path):
+    from convert.onnx import onnx_inputs, onnx_to_litert, run_onnx, sample_inputs
+    from edge_boneage.runtime import LiteRTModel
+    from edge_boneage.tflite_meta import read_metadata
+
+    src = tmp_path / "tiny.onnx"
+    net = _torch_onnx(src)
+    spec = onnx_inputs(src)
+    assert spec == {"image": ([None, 1, 32, 32], "float32")}  # dynamic batch kept
+    res = onnx_to_litert(src, tmp_path / "tiny.tflite", check_n=6)
+    assert res["status"] == "PASSED" and res["kept_shape"] == []
+    assert res["parity"]["max_abs_diff"]["probs"] < 1e-4
+    # independent re-check here: PyTorch itself vs the LiteRT model on the NHWC-transposed input
+    import torch
+
+    x = sample_inputs(spec, 3, seed=9)["image"]
+    with torch.no_grad():
+        want = net(torch.from_numpy(x)).numpy()
+    lite = LiteRTModel(res["path"])
+    got = lite({lite.input_names[0]: x.transpose(0, 2, 3, 1).copy()})
+    np.testing.assert_allclose(next(iter(got.values())), want, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(run_onnx(src, {"image": x})["probs"], want, rtol=1e-4, atol=1e-5)
+    meta = read_metadata(res["path"])
+    assert meta["converted_by"].startswith("onnx2tf") and meta["parity"]["status"] == "PASSED"
+
+
+def test_keras_mobilenet_onnx_roundtrip(tmp_path):
+    pytest.importorskip("tf2onnx", reason="tf2onnx not installed (pip install --no-deps tf2onnx==1.17.0)")
+    import keras
+
+    from convert.onnx import export_keras_onnx, onnx_inputs, onnx_to_litert
+    from keras_models.registry import build_model
+
+    keras.utils.set_random_seed(0)
+    model = build_model("mobilenetv3_large", input_size=32, alpha=0.35, minimalistic=True)
+    src = tmp_path / "m.keras"
+    model.save(src)
+    onnx_path = tmp_path / "m.onnx"
+    res = export_keras_onnx(src, onnx_path, check_n=4)
+    assert res["status"] == "PASSED" and onnx_path.is_file()
+    assert onnx_inputs(onnx_path)["image"] == ([None, 32, 32, 1], "uint8")
+    lite = onnx_to_litert(onnx_path, tmp_path / "m.tflite", check_n=4)
+    assert lite["kept_shape"] == ["image"]  # NHWC Keras input kept (-kat)
+    assert lite["status"] == "PASSED", lite["parity"]
+    assert set(lite["parity"]["max_abs_diff"]) == {"age", "probs"}
+
+
+def test_convert_cli_errors(tmp_path, capsys):
+    from edge_boneage.cli import main
+
+    assert main(["convert", str(tmp_path / "none.onnx")]) == 1
+    assert "none.onnx: no such ONNX file" in capsys.readouterr().err
+    bad = tmp_path / "bad.npy.txt"
+    assert main(["convert", str(tmp_path / "x.onnx"), "--calib-npy", f"image={bad}"]) == 1
+    assert "cannot read numpy array" in capsys.readouterr().err
