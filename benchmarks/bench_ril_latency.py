@@ -81,6 +81,7 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=5, help="interleaving rounds the runs are split into")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--ablate-lbp", action="store_true", help="also time RIL with lbp='none' (cost of the LBP layer)")
     ap.add_argument("--keep", type=Path, default=None, help="directory to keep the .tflite files in")
     args = ap.parse_args(argv)
 
@@ -96,13 +97,15 @@ def main(argv=None) -> int:
                                               crop_size=args.crop_size, crop_from=args.crop_from, lbp=args.lbp,
                                               shared_recognition=not args.separate)),
     }
+    if args.ablate_lbp:
+        specs["ril_nolbp"] = ("ril_mobilenetv3_large", dict(specs["ril"][1], lbp="none"))
     rng = np.random.default_rng(0)
     outdir = args.keep or Path(tempfile.mkdtemp(prefix="bench_ril_"))
     outdir.mkdir(parents=True, exist_ok=True)
     interps, info = {}, {}
     for key, (name, kw) in specs.items():
         model = build_model(name, **kw)
-        path = outdir / f"{name}_{args.input_size}.tflite"
+        path = outdir / f"{key}_{args.input_size}.tflite"
         t0 = time.perf_counter()
         export_float(model, path)
         # Count MACs on an interpreter without XNNPACK: tensors inside delegated partitions keep their allocation
@@ -118,7 +121,7 @@ def main(argv=None) -> int:
         interp.allocate_tensors()
         feed_inputs(interp, rng)
         ops_count["(XNNPACK partitions)"] = sum(d["op_name"] == "DELEGATE" for d in interp._get_ops_details())
-        info[key] = dict(name=name, params=model.count_params(), macs=macs, size_mb=path.stat().st_size / 2**20,
+        info[key] = dict(name=name if key != "ril_nolbp" else name + " (lbp none)", params=model.count_params(), macs=macs, size_mb=path.stat().st_size / 2**20,
                          export_s=time.perf_counter() - t0, ops=ops_count)
         interps[key] = interp
         del model
@@ -127,27 +130,31 @@ def main(argv=None) -> int:
         for _ in range(args.warmup):
             interp.invoke()
     times = {k: [] for k in interps}
+    cpu = {k: [] for k in interps}  # CPU time of this thread: robust to other processes on a shared machine
     per_round = max(1, -(-args.runs // args.rounds))
     for _ in range(args.rounds):
         for key, interp in interps.items():
             for _ in range(per_round):
-                t0 = time.perf_counter()
+                c0, t0 = time.thread_time(), time.perf_counter()
                 interp.invoke()
                 times[key].append((time.perf_counter() - t0) * 1e3)
+                cpu[key].append((time.thread_time() - c0) * 1e3)
 
     print(f"LiteRT float32, {args.threads} thread(s), input {args.input_size}x{args.input_size}, alpha {args.alpha}; "
           f"{len(times['plain'])} timed runs per model after {args.warmup} warm-up, interleaved in {args.rounds} rounds")
     print(f"RIL options: N={args.num_regions} D={args.region_dim} crop {args.crop_size}x{args.crop_size} from "
           f"{args.crop_from}, lbp={args.lbp}, {'separate' if args.separate else 'shared'} recognition net")
-    print(f"{'model':26s} {'median ms':>9s} {'p10 ms':>7s} {'p90 ms':>7s} {'MMACs':>8s} {'params':>10s} {'MB':>6s}")
+    print(f"{'model':34s} {'median ms':>9s} {'p10 ms':>7s} {'p90 ms':>7s} {'cpu ms':>7s} {'MMACs':>8s} {'params':>10s} "
+          f"{'MB':>6s}")
     for key, d in info.items():
         t = sorted(times[key])
         q = lambda f: t[min(len(t) - 1, int(f * len(t)))]  # noqa: E731
-        d["median_ms"] = statistics.median(t)
-        print(f"{d['name']:26s} {d['median_ms']:9.2f} {q(0.1):7.2f} {q(0.9):7.2f} {d['macs'] / 1e6:8.1f} "
+        d["median_ms"], d["cpu_ms"] = statistics.median(t), statistics.median(cpu[key])
+        print(f"{d['name']:34s} {d['median_ms']:9.2f} {q(0.1):7.2f} {q(0.9):7.2f} {d['cpu_ms']:7.2f} {d['macs'] / 1e6:8.1f} "
               f"{d['params']:10,d} {d['size_mb']:6.2f}")
     ratio = info["ril"]["median_ms"] / info["plain"]["median_ms"]
     print(f"latency ratio RIL/plain = {ratio:.3f} (goal <= 1.5: {'met' if ratio <= 1.5 else 'NOT met'}); "
+          f"thread-CPU ratio = {info['ril']['cpu_ms'] / info['plain']['cpu_ms']:.3f}; "
           f"MACs ratio = {info['ril']['macs'] / info['plain']['macs']:.3f}")
     extra = {k: v for k, v in info["ril"]["ops"].items() if v != info["plain"]["ops"].get(k)}
     print("op types added/changed in RIL vs plain:",

@@ -163,11 +163,11 @@ def test_bad_options_raise(kw):
 
 
 @pytest.mark.parametrize("method", ["default", "ror"])
-def test_lbp_inside_graph_matches_skimage(method):
+def test_lbp_inside_graph_matches_skimage(method, request):
     from skimage.feature import local_binary_pattern
 
-    model = build_model("ril_mobilenetv3_large", lbp=method, use_sex=False, **RIL)
-    x = sample_inputs(False, batch=2)
+    model = request.getfixturevalue("ril") if method == "ror" else build_model("ril_mobilenetv3_large", lbp=method, **RIL)
+    x = sample_inputs(True, batch=2)
     probe = keras.Model(model.inputs, [model.get_layer(f"lbp_{method}").output, model.get_layer("grey_to_rgb").output])
     codes, rgb = (keras.ops.convert_to_numpy(t) for t in probe(x))
     for b in range(2):
@@ -265,29 +265,47 @@ _CHILD = textwrap.dedent(
     from keras_models.registry import build_model
     assert keras.backend.backend() == cfg["backend"], keras.backend.backend()
     x = dict(np.load(cfg["inputs"]))
-    if cfg["mode"] == "build":  # same architecture built natively under this backend, given weights
-        model = build_model(cfg["name"], **cfg["kwargs"])
-        with np.load(cfg["weights"]) as w:
-            model.set_weights([w[f"w{i}"] for i in range(len(w.files))])
-        model.save(cfg["model"])
-    else:
-        model = keras.saving.load_model(cfg["model"], safe_mode=True)
+    # 1) load a model saved by the other backend (safe_mode) and run it
+    model = keras.saving.load_model(cfg["load"], safe_mode=True)
     out = model.predict(x, batch_size=len(x["image"]), verbose=0)
-    np.savez(cfg["outputs"], **{k: np.asarray(v) for k, v in out.items()})
+    np.savez(cfg["loaded_outputs"], **{k: np.asarray(v) for k, v in out.items()})
+    # 2) build the same architecture natively under this backend, set given weights, save, run
+    model = build_model(cfg["name"], **cfg["kwargs"])
+    with np.load(cfg["weights"]) as w:
+        model.set_weights([w[f"w{i}"] for i in range(len(w.files))])
+    model.save(cfg["save"])
+    out = model.predict(x, batch_size=len(x["image"]), verbose=0)
+    np.savez(cfg["built_outputs"], **{k: np.asarray(v) for k, v in out.items()})
     """
 )
 
 
-def run_child(tmp_path, **cfg):
+@pytest.fixture(scope="module")
+def jax_child(ril, tmp_path_factory):
+    """One fresh KERAS_BACKEND=jax process (imports and XLA compiles are the cost) serving both directions."""
+    tmp = tmp_path_factory.mktemp("jax_child")
+    x = sample_inputs()
+    np.savez(tmp / "x.npz", **x)
+    ril.save(tmp / "tf.keras")
+    other = randomise(build_model("ril_mobilenetv3_large", **RIL), seed=5)  # different weights for direction 2
+    np.savez(tmp / "w.npz", **{f"w{i}": w for i, w in enumerate(other.get_weights())})
+    cfg = dict(backend="jax", inputs=str(tmp / "x.npz"), load=str(tmp / "tf.keras"),
+               loaded_outputs=str(tmp / "y_loaded.npz"), name="ril_mobilenetv3_large", kwargs=RIL,
+               weights=str(tmp / "w.npz"), save=str(tmp / "jax.keras"), built_outputs=str(tmp / "y_built.npz"))
     # XLA optimisation level 0: the child compiles ~100 small JAX programs (initialisers, predict); -O0 makes that
     # several times faster here and does not change the float32 results beyond rounding.
     env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3", "OMP_NUM_THREADS": "1",
            "XLA_FLAGS": "--xla_backend_optimization_level=0"}
     proc = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(cfg)], capture_output=True, text=True,
-                          env=env, cwd=tmp_path, timeout=300)
+                          env=env, cwd=tmp, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    with np.load(cfg["outputs"]) as f:
-        return {k: f[k] for k in f.files}
+
+    def npz(path):
+        with np.load(path) as f:
+            return {k: f[k] for k in f.files}
+
+    return dict(x=x, other=other, loaded=npz(cfg["loaded_outputs"]), built=npz(cfg["built_outputs"]),
+                jax_keras=tmp / "jax.keras")
 
 
 def assert_same_outputs(a, b):
@@ -295,34 +313,21 @@ def assert_same_outputs(a, b):
     np.testing.assert_allclose(a["age"], b["age"], atol=1e-5 * 222)  # 1e-5 relative to the 222-month range
 
 
-def test_tensorflow_to_jax(ril, tmp_path):
+def test_tensorflow_to_jax(ril, jax_child):
     """Built and saved under TensorFlow, loaded (safe_mode) and run under JAX in a fresh process."""
-    x = sample_inputs()
-    np.savez(tmp_path / "x.npz", **x)
-    ril.save(tmp_path / "m.keras")
-    out = run_child(tmp_path, backend="jax", mode="load", model=str(tmp_path / "m.keras"),
-                    inputs=str(tmp_path / "x.npz"), outputs=str(tmp_path / "y.npz"))
-    ref = run_keras(ril, x)
+    ref = run_keras(ril, jax_child["x"])
     assert np.ptp(ref["age"]) > 1e-3
-    assert_same_outputs(out, ref)
+    assert_same_outputs(jax_child["loaded"], ref)
 
 
-def test_jax_to_tensorflow(tmp_path):
+def test_jax_to_tensorflow(jax_child):
     """Built and saved under JAX in a fresh process, loaded (safe_mode) and run under TensorFlow."""
-    kwargs = {**RIL, "lbp": "default", "use_sex": False}
-    tf_model = randomise(build_model("ril_mobilenetv3_large", **kwargs), seed=5)
-    np.savez(tmp_path / "w.npz", **{f"w{i}": w for i, w in enumerate(tf_model.get_weights())})
-    x = sample_inputs(use_sex=False)
-    np.savez(tmp_path / "x.npz", **x)
-    out = run_child(tmp_path, backend="jax", mode="build", name="ril_mobilenetv3_large", kwargs=kwargs,
-                    weights=str(tmp_path / "w.npz"), model=str(tmp_path / "m.keras"),
-                    inputs=str(tmp_path / "x.npz"), outputs=str(tmp_path / "y.npz"))
-    loaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
+    loaded = keras.saving.load_model(jax_child["jax_keras"], safe_mode=True)
     assert keras.backend.backend() == "tensorflow"
-    ref = run_keras(loaded, x)
+    ref = run_keras(loaded, jax_child["x"])
     assert np.ptp(ref["age"]) > 1e-3
-    assert_same_outputs(ref, out)  # JAX-saved model under TF == the JAX run
-    assert_same_outputs(ref, run_keras(tf_model, x))  # == the same weights built natively under TF
+    assert_same_outputs(ref, jax_child["built"])  # JAX-saved model under TF == the JAX run
+    assert_same_outputs(ref, run_keras(jax_child["other"], jax_child["x"]))  # == same weights built under TF
 
 
 # ---------------------------------------------------------------------------------------------------------------
