@@ -224,6 +224,20 @@ def test_initial_localisation_ignores_image_then_learns(ril):
     assert np.max(np.abs(theta - theta[:1])) > 1e-4
 
 
+def test_gradient_reaches_localisation_and_backbone(ril):
+    """The age loss trains the window parameters through the sampler (spatial transformer) and the backbone."""
+    import tensorflow as tf
+
+    x = sample_inputs(batch=4)
+    target = tf.constant([[30.0], [80.0], [150.0], [200.0]])
+    wanted = [ril.get_layer("loc_offsets").kernel, ril.get_layer("loc_offsets").bias,
+              ril.get_layer("expanded_conv_5_project").kernel, ril.get_layer("recog_embed_conv").kernel]
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(tf.abs(ril(x, training=False)["age"] - target))
+    for var, g in zip(wanted, tape.gradient(loss, wanted)):
+        assert g is not None and float(tf.reduce_max(tf.abs(g))) > 1e-6, var.path
+
+
 def test_fold_unfold_keep_image_and_region_order():
     x = np.random.default_rng(0).normal(size=(2, 3, 4, 5, 6)).astype(np.float32)
     folded = keras.ops.convert_to_numpy(FoldRegions()(x))
