@@ -225,3 +225,36 @@ def test_load_errors(tmp_path):
     bad.write_bytes(b"not a zip")
     with pytest.raises(EdgeBoneageError, match="bad.keras: cannot load Keras model"):
         E.load_keras_model(bad)
+
+
+def test_int8_hard_swish_runs_in_one_xnnpack_partition(tmp_path):
+    """The converter's int8 HARD_SWISH is not taken by XNNPACK (it splits the graph); the exporter rewrites it."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from convert.quantize import decompose_hard_swish
+
+    keras.utils.set_random_seed(2)
+    inp = keras.Input((24, 24, 1), dtype="uint8", name="image")
+    x = keras.layers.Conv2D(16, 3, padding="same", name="c1")(keras.layers.Rescaling(1 / 127.5, offset=-1.0)(inp))
+    x = keras.layers.Activation("hard_swish", name="hs")(x)
+    x = keras.layers.Conv2D(8, 1, name="c2")(x)
+    model = keras.Model({"image": inp}, {"out": x})
+    clone, n = decompose_hard_swish(model)
+    assert n == 1
+    img = {"image": np.random.default_rng(0).integers(0, 256, (2, 24, 24, 1)).astype(np.uint8)}
+    np.testing.assert_allclose(np.asarray(clone(img)["out"]), np.asarray(model(img)["out"]), atol=1e-6)
+    calib = [{"image": img["image"][i:i + 1]} for i in range(2)]
+
+    def delegate_parts(data):
+        it = Interpreter(model_content=data, num_threads=1)
+        it.allocate_tensors()
+        ops = [o["op_name"] for o in it._get_ops_details()]
+        return ops.count("DELEGATE"), ops
+
+    fixed, info = convert_model(model, "int8", representative=calib, io="int8")
+    assert info["hard_swish_decomposed"] == 1
+    parts, ops = delegate_parts(fixed)
+    assert "HARD_SWISH" not in ops and parts == 1
+    fused, _ = convert_model(model, "int8", representative=calib, io="int8", xnnpack_hard_swish=False)
+    parts0, ops0 = delegate_parts(fused)
+    assert "HARD_SWISH" in ops0 and parts0 > 1  # what the fix avoids
