@@ -253,6 +253,21 @@ def test_cli_config_errors(tmp_path):
     assert main(["benchmark"]) == 1
 
 
+def test_find_trained_weights(tmp_path):
+    from edge_boneage.bench.harness import find_trained_weights
+
+    pre, runs = tmp_path / "pretrained", tmp_path / "runs"
+    (runs / "a").mkdir(parents=True), pre.mkdir()
+    assert find_trained_weights("mobilenetv3_large", [pre, runs]) is None
+    (runs / "a" / "run.json").write_text(json.dumps({"config": {"model": "ril_mobilenetv3_large"}}))
+    (runs / "a" / "best.keras").write_bytes(b"x")
+    assert find_trained_weights("mobilenetv3_large", [pre, runs]) is None  # a run of another model
+    assert find_trained_weights("ril_mobilenetv3_large", [pre, runs]) == str(runs / "a" / "best.keras")
+    time.sleep(0.01)
+    (pre / "ril_mobilenetv3_large_rsna.keras").write_bytes(b"x")  # newer: wins
+    assert find_trained_weights("ril_mobilenetv3_large", [pre, runs]) == str(pre / "ril_mobilenetv3_large_rsna.keras")
+
+
 def test_shipped_configs_parse():
     from edge_boneage.bench.harness import load_config
 

@@ -291,12 +291,11 @@ def export_model(spec: ModelSpec, cfg: BenchConfig, work: Path, want_onnx: bool,
     """Run the exporter child(ren) for one Keras model; returns {"info", "variants": {v: result}, "onnx": result}."""
     stem = re.sub(r"[^A-Za-z0-9_.-]", "_", spec.label)
     weights = spec.weights
-    weights_note = None
-    if not _is_file_spec(spec.model):
-        if weights == "auto":
-            weights = find_trained_weights(spec.model)
-        weights_note = f"trained weights from {weights}" if weights else "random weights (no trained weights found)"
-    job = {"source": spec.model, "kwargs": spec.kwargs, "weights": weights, "workdir": str(work), "stem": stem,
+    auto = weights == "auto"
+    if auto and not _is_file_spec(spec.model):
+        weights = find_trained_weights(spec.model)
+    job = {"source": spec.model, "kwargs": spec.kwargs, "weights": weights, "weights_auto": auto,
+           "workdir": str(work), "stem": stem,
            "variants": list(cfg.variants), "onnx": want_onnx, "calib": "rsna" if cfg.data.get("source") == "rsna"
            else "synth", "rsna_dir": cfg.data.get("rsna_dir"), "calib_n": cfg.calib_n, "check_n": cfg.check_n}
     job_path = work / f"{stem}.job.json"
@@ -346,7 +345,7 @@ def export_model(spec: ModelSpec, cfg: BenchConfig, work: Path, want_onnx: bool,
             "error", "exporter did not finish")}
         f = work / f"{stem}.onnx"
         onnx["file"] = str(f) if f.is_file() and onnx["status"] == "ok" else None
-    return {"info": info, "variants": variants, "onnx": onnx, "stem": stem, "weights": weights_note}
+    return {"info": info, "variants": variants, "onnx": onnx, "stem": stem, "weights": info.get("weights_note")}
 
 
 def _tflite_info(path: str) -> dict:

@@ -59,12 +59,23 @@ def _build_or_load(job: dict):
     keras.utils.set_random_seed(int(job.get("seed", 0)))
     model = build_model(src, **(job.get("kwargs") or {}))
     weights = job.get("weights")
+    note = "random weights (no trained weights given or found)"
     if weights:
-        if str(weights).endswith(".keras"):
-            trained = load_model(weights)
-            model.set_weights(trained.get_weights())
-        else:
-            model.load_weights(weights)
+        try:
+            if str(weights).endswith(".keras"):
+                model.set_weights(load_model(weights).get_weights())
+            else:
+                model.load_weights(weights)
+            note = f"trained weights from {weights}"
+        except Exception as exc:  # noqa: BLE001
+            if not job.get("weights_auto"):
+                raise
+            # weights found by "auto" that belong to another configuration (width, size...): never force them in
+            keras.utils.set_random_seed(int(job.get("seed", 0)))
+            model = build_model(src, **(job.get("kwargs") or {}))
+            note = (f"random weights: the trained weights found at {weights} do not fit this configuration "
+                    f"({_one_line(exc)[:160]})")
+    job["weights_note"] = note
     path = Path(job["workdir"]) / f"{job['stem']}.keras"
     from edge_boneage.train import save_model_atomic
 
@@ -155,6 +166,7 @@ def export_main(job_path: str) -> int:
         model, keras_path, task = _build_or_load(job)
         info = _model_info(model, task)
         info["keras_path"] = str(keras_path)
+        info["weights_note"] = job.get("weights_note")
         _write_json(info_path, info)
     except Exception as exc:  # noqa: BLE001
         _write_json(info_path, {"error": _one_line(exc)})
