@@ -14,7 +14,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps onnx2tf==1.29.24 tf-keras==2.21.0 tf2onnx==1.17.0
 	# PyTorch (CPU) only makes a test ONNX model; take it only from a local wheel (no multi-GB download):
 	# without it that one test skips with its reason.
-	-$(BIN)/python -m pip install -q --no-index torch==2.13.0 2>/dev/null || echo "torch 2.13.0 wheel not found locally: PyTorch->ONNX test will skip"
+	-$(BIN)/python -m pip download -q --no-index --no-deps torch==2.13.0 -d $(VENV)/.torch-wheel 2>/dev/null \
+	  && $(BIN)/python -m pip install -q $(VENV)/.torch-wheel/torch-*.whl \
+	  || echo "no local torch 2.13.0 wheel: the PyTorch->ONNX test will skip"
 	touch $(STAMP)
 
 install: $(STAMP)
