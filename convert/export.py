@@ -488,14 +488,15 @@ def export(keras_path, out=None, *, quantization: str = "float32", io: str = "in
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.check.") as tmp:
         tmp_file = Path(tmp) / "candidate.tflite"
         tmp_file.write_bytes(data)
+        io_tensors = None
         try:
             lite_out = validate_in_subprocess(tmp_file, {k: check.inputs[k] for k in check.inputs})
             parity = compare(quantization, keras_out, lite_out, check, task, limits)
+            io_tensors = _io_tensors(tmp_file)  # in this process only once the child ran it without crashing
         except EdgeBoneageError as exc:
             msg = str(exc).replace(str(tmp_file), "the converted model")
             parity = {"n": len(check), "check_set": check.source, "quantization": quantization, "passed": False,
                       "reason": msg}
-        io_tensors = _io_tensors(tmp_file)
 
     passed = bool(parity["passed"])
     parity["status"] = "PASSED" if passed else ("FAILED (forced)" if force else "FAILED")

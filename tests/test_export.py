@@ -258,3 +258,18 @@ def test_int8_hard_swish_runs_in_one_xnnpack_partition(tmp_path):
     fused, _ = convert_model(model, "int8", representative=calib, io="int8", xnnpack_hard_swish=False)
     parts0, ops0 = delegate_parts(fused)
     assert "HARD_SWISH" in ops0 and parts0 > 1  # what the fix avoids
+
+
+def test_gate_refuses_a_model_that_crashes_the_interpreter(age_keras, tmp_path, monkeypatch):
+    """A child-process crash (e.g. SIGABRT in invoke) is a parity failure: reason reported, nothing written."""
+    import convert.litert as L
+
+    def crash(path, inputs, **kw):
+        raise EdgeBoneageError(f"{path}: LiteRT interpreter crashed with SIGABRT: Aborted")
+
+    monkeypatch.setattr(L, "validate_in_subprocess", crash)
+    out = tmp_path / "crash.tflite"
+    with pytest.raises(EdgeBoneageError, match=r"crash\.tflite: parity check failed \(float32\): the converted "
+                                               r"model: LiteRT interpreter crashed with SIGABRT"):
+        E.export(age_keras, out, quantization="float32", check_n=4, log=lambda *_: None)
+    assert not out.exists() and not list(tmp_path.iterdir())
