@@ -265,7 +265,7 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def plot_curves(cfg: dict, out_root: Path, path: Path) -> Path:
+def plot_curves(cfg: dict, out_root: Path, path: Path, baseline: float | None = None) -> Path:
     """Train (dashed) and validation (solid) MAE of the age output in months vs epoch, one colour per run."""
     import matplotlib
 
@@ -285,6 +285,9 @@ def plot_curves(cfg: dict, out_root: Path, path: Path) -> Path:
             ax.plot(ep, [r["age_mae"] for r in log], "--", color=c, alpha=0.7, label=f"{run['name']} train")
         if "val_age_mae" in log[0]:
             ax.plot(ep, [r["val_age_mae"] for r in log], "-o", color=c, ms=4, label=f"{run['name']} val")
+    if baseline is not None:
+        ax.axhline(baseline, color="grey", lw=1, ls=":", label=f"mean age per sex ({baseline:.1f})")
+    ax.xaxis.get_major_locator().set_params(integer=True)
     c = cfg["common"]
     ax.set_xlabel("epoch")
     ax.set_ylabel("MAE of the age output (months)")
@@ -301,6 +304,20 @@ def plot_curves(cfg: dict, out_root: Path, path: Path) -> Path:
 
 
 # ----------------------------------------------------------------------------------------------- full resolution
+
+
+def baseline_mae(common: dict) -> float:
+    """Validation MAE (months) of a model that knows nothing but the sex: the training split's mean age per sex."""
+    import numpy as np
+
+    from edge_boneage.train import TrainConfig, load_split
+
+    cfg = TrainConfig(data=common["data"], rsna_dir=common.get("rsna_dir"), size=int(common["size"]),
+                      val_fraction=float(common["val_fraction"]), seed=int(common["seed"]))
+    tr, va = load_split(cfg)
+    means = {m: float(tr.months[tr.male == m].mean()) for m in (0.0, 1.0)}
+    pred = np.array([means[float(m)] for m in va.male])
+    return float(np.abs(pred - va.months).mean())
 
 
 def _held_out_ids(common: dict) -> set[str]:
@@ -425,13 +442,15 @@ def main(argv=None) -> int:
     if args.dry_run:
         return 0
     rows = table_rows(cfg, out_root)
-    md = markdown_table(rows)
+    base = baseline_mae(cfg["common"])
+    md = markdown_table(rows) + (f"\n\nBaseline on the same validation images: predicting the training split's mean "
+                                 f"age for the sex gives MAE {base:.2f} months ({base / 12:.3f} years).")
     print()
     print(md)
     from edge_boneage.fileutil import write_text_atomic
 
     write_text_atomic(out_root / "results.md", md + "\n")
-    curves = plot_curves(cfg, out_root, Path(args.curves))
+    curves = plot_curves(cfg, out_root, Path(args.curves), baseline=base)
     print(f"\ntable: {out_root / 'results.md'}\ncurves: {curves}")
     return 0
 
