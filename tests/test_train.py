@@ -348,8 +348,10 @@ def test_evaluate_errors_are_one_line(tmp_path):
 def test_model_arg_parsing_and_unknown_model(tmp_path):
     from edge_boneage.commands.train import parse_model_args
 
-    assert parse_model_args(["alpha=0.5", "use_sex=false", "lbp=ror", "n=9", "x=none"]) == {
+    assert parse_model_args(["alpha=0.5", "use_sex=false", "lbp=ror", "n=9", "x=null"]) == {
         "alpha": 0.5, "use_sex": False, "lbp": "ror", "n": 9, "x": None}
+    # "none" is a real option value (RIL's lbp=none), not Python None: it once crashed the ablation run
+    assert parse_model_args(["lbp=none"]) == {"lbp": "none"}
     with pytest.raises(EdgeBoneageError, match="key=value"):
         parse_model_args(["alpha"])
     with pytest.raises(EdgeBoneageError, match="unknown model 'no_such_model'"):

@@ -20,7 +20,7 @@ def parse_model_args(pairs: list[str]) -> dict:
         low = v.strip().lower()
         if low in ("true", "false"):
             out[k.strip()] = low == "true"
-        elif low in ("none", "null"):
+        elif low == "null":  # "none" stays a string: it is a legitimate value (e.g. lbp=none)
             out[k.strip()] = None
         else:
             try:
