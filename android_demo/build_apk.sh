@@ -3,12 +3,13 @@
 #   aapt package (resources + assets) -> javac -source/-target 8 against the API 23 android.jar -> dx -> aapt add
 #   -> zipalign -> apksigner (debug keystore made with keytool at build time, kept in build/, never committed).
 # Usage: android_demo/build_apk.sh [--model MODEL.tflite] [--out APK]
-#   --model: bundled as assets/web/models/default.tflite (loaded at start-up); without it the app asks for a
-#            .tflite file. Toolchain: bash scripts/install_android_toolchain.sh. Runtime: fetch_litertjs.sh (npm).
+#   --model: bundled as assets/web/models/default.tflite (loaded at start-up); default: the packaged RSNA-trained
+#            model edge_boneage/pretrained/boneage_age.tflite (see its MODEL_CARD.md); --model none bundles none
+#            and the app asks for a .tflite file. Toolchain: bash scripts/install_android_toolchain.sh. Runtime: fetch_litertjs.sh (npm).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-MODEL=""
+MODEL="$HERE/../edge_boneage/pretrained/boneage_age.tflite"
 OUT="$HERE/build/edge-boneage-demo-debug.apk"
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -23,6 +24,7 @@ for tool in aapt javac keytool dalvik-exchange zipalign apksigner; do
     command -v "$tool" >/dev/null || { echo "build_apk.sh: $tool not found (bash scripts/install_android_toolchain.sh)" >&2; exit 1; }
 done
 [ -f "$ANDROID_JAR" ] || { echo "build_apk.sh: $ANDROID_JAR missing (bash scripts/install_android_toolchain.sh)" >&2; exit 1; }
+if [ "$MODEL" = none ]; then MODEL=""; fi
 if [ -n "$MODEL" ] && [ ! -f "$MODEL" ]; then echo "build_apk.sh: $MODEL: no such model file" >&2; exit 1; fi
 
 bash "$HERE/fetch_litertjs.sh"

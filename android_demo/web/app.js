@@ -46,10 +46,14 @@ async function loadModelBytes(bytes, label) {
   Object.assign(state, { model, meta, spec, inputs, outputs, label });
   const sexNeeded = "sex" in inputs;
   $("sexbox").style.display = sexNeeded ? "" : "none";
+  // `edge-boneage export` writes model = {name, registry_name, ...} and source_validation_mae_months
+  const m = meta && meta.model;
+  const modelName = m && typeof m === "object" ? (m.registry_name || m.name) : m;
+  const valMae = meta && (meta.source_validation_mae_months ?? meta.val_mae_months);
   $("modelinfo").textContent =
-    `${label}: ${meta && meta.model ? meta.model + ", " : ""}input ${spec.input_size}×${spec.input_size} ` +
+    `${label}: ${modelName ? modelName + ", " : ""}input ${spec.input_size}×${spec.input_size} ` +
     `${inputs.image.dtype}${spec.enhance ? ", " + spec.enhance : ""}; inputs ${Object.keys(inputs).join(", ")}; ` +
-    `outputs ${outputs.join(", ")}${meta && meta.val_mae_months ? `; validation MAE ${meta.val_mae_months} months` : ""}` +
+    `outputs ${outputs.join(", ")}${valMae != null ? `; validation MAE ${Number(valMae).toFixed(2)} months` : ""}` +
     (meta ? "" : " (no edge_boneage metadata: default preprocessing)") +
     (meta && meta.note ? ` — ${meta.note}` : "");
   updateRunButton();

@@ -153,7 +153,12 @@ public class MainActivity extends Activity {
                 Map<String, Object> meta = TfliteMetadata.read(buf.toByteArray());
                 if (meta == null) return "; bundled model has no edge_boneage metadata";
                 PreprocessSpec spec = PreprocessSpec.fromMetadata(meta, 0);
-                return "; bundled model " + meta.get("model") + " (" + spec.inputSize + " px, read by the Java core)";
+                Object model = meta.get("model");  // edge-boneage export: {"name": ..., "registry_name": ...}
+                if (model instanceof Map) {
+                    Map<?, ?> m = (Map<?, ?>) model;
+                    model = m.get("registry_name") != null ? m.get("registry_name") : m.get("name");
+                }
+                return "; bundled model " + model + " (" + spec.inputSize + " px, read by the Java core)";
             } catch (IOException e) {
                 return "; no bundled model";
             } catch (RuntimeException e) {
