@@ -209,6 +209,49 @@ def op_profile(name, model, keras_path, out_dir, files, *, calib_n, check_n, run
     return lines
 
 
+def full_size_latency(small_model, size, out_dir, *, calib_n, check_n, runs):
+    """The trained RIL weights at another input size (all weights are size-independent: convolutions + GAP):
+    float32 vs int8 (with and without the hard-swish rewrite) latency, partitions, parity, at e.g. 224 px."""
+    from convert import export as E
+    from convert import quantize as Q
+    from keras_models.registry import build_model
+
+    big = build_model("ril_mobilenetv3_large", input_size=size, region_dim=128, dropout=0.0)
+    big.set_weights(small_model.get_weights())
+    path = out_dir / f"ril{size}.keras"
+    big.save(path)
+    check = E.make_data(big, "synth", 1, seed=E.CHECK_SEED)
+    feed = {k: v[:1] for k, v in check.inputs.items()}
+    lines = [f"| RIL-MobileNetV3-L {size}x{size} (trained weights from the {small_model.inputs[0].shape[1]} px run) "
+             "| MiB | ms XNNPACK | vs float32 | XNNPACK partitions | age MAE vs Keras | parity |",
+             "|---|---|---|---|---|---|---|"]
+    orig = Q.convert_model
+    f32 = None
+    for label, quant, fix in (("float32", "float32", True), ("int8 (int8 I/O)", "int8", True),
+                              ("int8, HARD_SWISH op kept (no fix)", "int8", False)):
+        out = out_dir / f"ril{size}_{quant}{'' if fix else '_hardswish'}.tflite"
+
+        def conv(*a, _fix=fix, **kw):
+            kw["xnnpack_hard_swish"] = _fix
+            return orig(*a, **kw)
+
+        Q.convert_model = conv
+        try:
+            res = E.export(path, out, quantization=quant, io="int8", calib_n=calib_n, check_n=check_n, model=big,
+                           log=lambda *_: None)
+        except Exception as exc:
+            lines.append(f"| {label} | refused: {exc} |")
+            continue
+        finally:
+            Q.convert_model = orig
+        lat = latency_ms(out, feed, runs)
+        f32 = lat if quant == "float32" else f32
+        lines.append(f"| {label} | {out.stat().st_size / 2**20:.2f} | {lat:.2f} | {fmt(lat / f32 if f32 else None)}x "
+                     f"| {partitions(out)[0]} | {fmt(res.parity.get('age_mae_vs_keras_months'), '.3f')} "
+                     f"| {res.parity['status']} |")
+    return lines
+
+
 def refusal_demo(model, keras_path, out_dir, calib_n, check_n):
     from convert import export as E
     from edge_boneage import EdgeBoneageError
@@ -239,6 +282,8 @@ def main(argv=None):
     ap.add_argument("--runs", type=int, default=40)
     ap.add_argument("--out", default="/tmp/edge_boneage_bench_export")
     ap.add_argument("--only", choices=("ril", "csp"))
+    ap.add_argument("--full-size", type=int, default=224, help="also time the trained RIL weights at this size (0: no)")
+    ap.add_argument("--from-keras", help="(RIL) skip training: use this trained .keras (e.g. a previous run's)")
     a = ap.parse_args(argv)
     if a.quick:
         a.ril_size, a.csp_size, a.train_n, a.epochs, a.calib_n, a.check_n, a.runs = 64, 32, 64, 1, 8, 8, 5
@@ -254,7 +299,13 @@ def main(argv=None):
     for name in ("ril", "csp"):
         if a.only and name != a.only:
             continue
-        if name == "ril":
+        if name == "ril" and a.from_keras:
+            from convert.export import load_keras_model
+
+            model, tr = load_keras_model(a.from_keras), {"from": a.from_keras}
+            a.ril_size = int(model.inputs[0].shape[1])
+            title = f"RIL-MobileNetV3-L, {a.ril_size}x{a.ril_size}, region_dim 128"
+        elif name == "ril":
             model, tr = train_ril(a.ril_size, a.train_n, a.epochs, a.batch)
             title = f"RIL-MobileNetV3-L, {a.ril_size}x{a.ril_size}, region_dim 128"
         else:
@@ -296,6 +347,11 @@ def main(argv=None):
         for line in op_profile(name, model, keras_path, out_dir, files, calib_n=a.calib_n, check_n=a.check_n,
                                runs=a.runs):
             print(line)
+        if name == "ril" and a.full_size:
+            print()
+            for line in full_size_latency(model, a.full_size, out_dir, calib_n=a.calib_n, check_n=a.check_n,
+                                          runs=a.runs):
+                print(line)
         if name == "ril":
             print("\n### Exporter refusing a broken file (full int8 with LBP + sampler quantised)")
             print(refusal_demo(model, keras_path, out_dir, a.calib_n, a.check_n))

@@ -194,8 +194,9 @@ def test_compare_rules():
     q = E.compare("int8", k, {"age": k["age"] + 2.0, "probs": k["probs"]}, data, "age")
     assert q["passed"] and q["age_mae_vs_keras_months"] == pytest.approx(2.0)
     assert not E.compare("int8", k, {"age": k["age"] + 4.0, "probs": k["probs"]}, data, "age")["passed"]
-    fp = E.compare("fp16", k, {"age": k["age"] + 0.6, "probs": k["probs"]}, data, "age")
-    assert not fp["passed"]
+    assert E.compare("fp16", k, {"age": k["age"] + 0.9, "probs": k["probs"] + 0.009}, data, "age")["passed"]
+    assert not E.compare("fp16", k, {"age": k["age"] + 1.1, "probs": k["probs"]}, data, "age")["passed"]
+    assert not E.compare("fp16", k, {"age": k["age"], "probs": k["probs"] + 0.02}, data, "age")["passed"]
 
 
 def test_calibration_data_synth_and_errors(age_keras):
