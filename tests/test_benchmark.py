@@ -8,9 +8,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import shutil
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -282,63 +279,15 @@ def test_shipped_configs_parse():
 # ssh to a real sshd on loopback
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def loopback_sshd(tmp_path):
-    sshd, keygen = Path("/usr/sbin/sshd"), shutil.which("ssh-keygen")
-    if not sshd.is_file() or not shutil.which("ssh") or not shutil.which("scp") or not keygen:
-        pytest.skip("openssh-server/client not installed (bash scripts/install_sshd.sh installs them)")
-    d = tmp_path / "sshd"
-    d.mkdir()
-    d.chmod(0o700)
-    for name in ("host_key", "client_key"):
-        subprocess.run([keygen, "-q", "-t", "ed25519", "-N", "", "-f", str(d / name)], check=True)
-    (d / "authorized_keys").write_text((d / "client_key.pub").read_text())
-    (d / "authorized_keys").chmod(0o600)
-    port = _free_port()
-    conf = d / "sshd_config"
-    conf.write_text(f"""Port {port}
-ListenAddress 127.0.0.1
-HostKey {d / 'host_key'}
-PidFile {d / 'sshd.pid'}
-AuthorizedKeysFile {d / 'authorized_keys'}
-PubkeyAuthentication yes
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-PermitRootLogin prohibit-password
-StrictModes no
-UsePAM no
-Subsystem sftp internal-sftp
-""")
-    if os.geteuid() == 0:
-        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation directory
-    proc = subprocess.Popen([str(sshd), "-D", "-e", "-f", str(conf), "-p", str(port)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 15
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"sshd exited: {proc.stdout.read()[-500:]}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    host_pub = (d / "host_key.pub").read_text().split()
-    (d / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}\n")
-    user = os.environ.get("USER") or subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip()
-    opts = ["-i", str(d / "client_key"), "-o", f"UserKnownHostsFile={d / 'known_hosts'}",
-            "-o", "StrictHostKeyChecking=yes", "-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR"]
-    yield {"target": f"{user}@127.0.0.1:{port}", "opts": opts}
-    proc.terminate()
+    from benchmarks.ssh_loopback import SshdUnavailable, loopback_sshd as sshd
+
     try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+        with sshd(tmp_path) as box:
+            yield box
+    except SshdUnavailable as e:
+        pytest.skip(str(e))
 
 
 def _tiny_age_tflite(path: Path, extra_input: bool = False) -> Path:
