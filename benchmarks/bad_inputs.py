@@ -1,4 +1,4 @@
-"""Make every kind of bad image file, run `read_image` on each and print a markdown table "input | error line".
+"""Make every kind of bad image file and bad CSV row, read each and print markdown tables "input | error line".
 
     .venv/bin/python -m benchmarks.bad_inputs            # table to stdout
     .venv/bin/python -m benchmarks.bad_inputs --keep DIR # also keep the generated files in DIR
@@ -191,21 +191,70 @@ def run(folder: Path) -> tuple[list[tuple[str, str, bool]], bool]:
     return rows, all_ok
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--keep", type=Path, help="write the bad files here (kept) instead of a temporary folder")
-    args = ap.parse_args(argv)
-    if args.keep:
-        rows, ok = run(args.keep)
-    else:
-        with tempfile.TemporaryDirectory() as tmp:
-            rows, ok = run(Path(tmp))
-    print("| input | error line |")
+BAD_CSV_ROWS = [  # (what is wrong, generic CSV data row, phrase the error must contain)
+    ("good row (control)", "ok.png,120,M", None),
+    ("image file missing", "missing.png,120,F", "image not found"),
+    ("duplicate id", "ok.png,121,M", "duplicate id"),
+    ("non-numeric age", "ok2.png,ten,M", "not a number"),
+    ("age empty", "ok3.png,,F", "bone age is empty"),
+    ("age outside 0-240 months", "ok4.png,300,F", "outside 0-240"),
+    ("negative age", "ok5.png,-3,M", "outside 0-240"),
+    ("age NaN", "ok6.png,nan,M", "not a finite number"),
+    ("sex not M/F/True/False", "ok7.png,120,X", "not one of M/F"),
+    ("sex missing (generic CSV: a warning, row kept)", "ok8.png,120,", "sex is missing"),
+    ("path empty", ",120,M", "path is empty"),
+    ("more fields than the header", "ok9.png,120,M,extra", "more field(s)"),
+]
+
+
+def run_csv(folder: Path) -> tuple[list[tuple[str, str, bool]], bool]:
+    """Write a generic CSV holding BAD_CSV_ROWS (one image per row where the row needs one), load it with
+    strict=False and pair each row with the problem reported for its 1-based data row."""
+    from edge_boneage.datasets import load_csv
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in ["", *range(2, 10)]:
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(folder / f"ok{i}.png")
+    csv_path = folder / "labels.csv"
+    csv_path.write_text("path,boneage_months,sex\n" + "".join(r + "\n" for _, r, _ in BAD_CSV_ROWS))
+    res = load_csv(csv_path, strict=False)
+    by_row: dict[int, list[str]] = {}
+    for p in res.problems:
+        by_row.setdefault(p.row, []).append(str(p).replace(str(folder) + "/", ""))
+    out, all_ok = [], True
+    for i, (label, row, phrase) in enumerate(BAD_CSV_ROWS, start=1):
+        found = by_row.get(i, [])
+        if phrase is None:
+            ok, line = not found and any(s.id == "ok.png" for s in res.samples), "(accepted)"
+        else:
+            line = " / ".join(found) or "FAIL: no problem reported"
+            ok = len(found) == 1 and phrase.lower() in found[0].lower() and f"data row {i}" in found[0]
+        out.append((f"{label}: `{row}`", line, ok))
+        all_ok &= ok
+    return out, all_ok
+
+
+def _print_table(head: str, rows) -> None:
+    print(f"| {head} | error line |")
     print("|---|---|")
     for label, line, good in rows:
         mark = "" if good else " **(FAIL)**"
         print(f"| {label} | `{line.replace('|', '/')}`{mark} |")
-    return 0 if ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--keep", type=Path, help="write the bad files here (kept) instead of a temporary folder")
+    args = ap.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = args.keep or Path(tmp)
+        rows, ok = run(folder)
+        csv_rows, csv_ok = run_csv(folder / "csv")
+    _print_table("image file", rows)
+    print("\nRows of a generic CSV (`path,boneage_months,sex`), loaded with `load_csv(strict=False)` (the `data check`"
+          " path; strict loading raises the first error with a count of the rest):\n")
+    _print_table("CSV row", csv_rows)
+    return 0 if ok and csv_ok else 1
 
 
 if __name__ == "__main__":

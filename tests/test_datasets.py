@@ -258,3 +258,12 @@ def test_cli_summary_and_check(tmp_path, capsys):
     assert "empty file (0 bytes)" in capsys.readouterr().out
     assert cli_main(["data", "summary"]) == 1  # no source given -> one-line error
     assert "give --rsna" in capsys.readouterr().err
+
+
+def test_bad_csv_rows_table_each_row_gets_its_own_error(tmp_path):
+    """benchmarks/bad_inputs.py's CSV table: every bad row is reported once, with its data row and the right reason."""
+    from benchmarks.bad_inputs import BAD_CSV_ROWS, run_csv
+
+    rows, ok = run_csv(tmp_path)
+    assert ok, [r for r in rows if not r[2]]
+    assert len(rows) == len(BAD_CSV_ROWS)
