@@ -48,10 +48,13 @@ def litertjs():
 def models(tmp_path_factory):
     from demo_models import export_mobilenet, export_tiny
 
+    from edge_boneage.pretrained import default_model_path
+
     d = tmp_path_factory.mktemp("models")
     return {"tiny64": export_tiny(d / "tiny64.tflite", 64),
             "tiny96_clahe": export_tiny(d / "tiny96_clahe.tflite", 96, enhance="clahe", seed=1),
-            "mobilenet64": export_mobilenet(d / "mobilenet64.tflite", 64, alpha=0.35)}
+            "mobilenet64": export_mobilenet(d / "mobilenet64.tflite", 64, alpha=0.35),
+            "packaged_rsna": Path(shutil.copy(default_model_path(), d / "packaged_rsna.tflite"))}  # what the APK bundles
 
 
 def _smooth(rng, h, w, sigma=3.0):
@@ -149,7 +152,7 @@ def test_page_age_matches_ai_edge_litert(page, models, images, capsys):
     from edge_boneage.tflite_meta import read_metadata
 
     rows = []
-    for model_name in ("tiny64", "tiny96_clahe", "mobilenet64"):
+    for model_name in ("tiny64", "tiny96_clahe", "mobilenet64", "packaged_rsna"):
         _load(page, model_name)
         spec = PreprocessSpec.from_dict(read_metadata(models[model_name])["preprocess"])
         py = LiteRTModel(models[model_name])
@@ -172,7 +175,7 @@ def test_page_age_matches_ai_edge_litert(page, models, images, capsys):
                 wrong = cv2.resize(letterbox_square(grey), (64, 64), interpolation=cv2.INTER_LINEAR)[None, :, :, None]
                 slip = abs(float(py(image=wrong, sex=np.ones((1, 1), np.float32))["age"][0, 0]) - spread[-1])
                 assert slip > 10 * AGE_TOL, f"INTER_LINEAR instead of INTER_AREA moved the age only {slip:.4f} months"
-        if model_name.startswith("tiny"):
+        if model_name.startswith("tiny") or model_name == "packaged_rsna":
             assert max(spread) - min(spread) > 1.0, f"{model_name}: outputs barely depend on the input: {spread}"
     with capsys.disabled():
         print("\nmodel          image      sex  python_age  litertjs_age  |diff| (months)")
@@ -193,7 +196,7 @@ def test_page_shows_result_and_refuses_missing_sex(page, images):
 # Java core on the JVM, fixtures from the Python side
 
 
-def test_java_core_matches_python(tmp_path, models, images):
+def test_java_core_matches_python(tmp_path, models, images, capsys):
     _need("javac", "java")
     from PIL import Image
 
@@ -259,6 +262,8 @@ def test_java_core_matches_python(tmp_path, models, images):
     assert proc.returncode == 0 and m and m.group(2) == "0", proc.stdout[-2000:] + proc.stderr[-2000:]
     n_expected = len(cases) + 2 + 5 + 2 + 5 + 2  # preprocess, decode, metadata, junk, age result, json checks
     assert int(m.group(1)) == n_expected, last
+    with capsys.disabled():
+        print(f"\nJava core on the JVM (org.edgeboneage.core.CoreTest, fixtures from Python): {last}")
     # the fixtures can fail: a changed expected pixel is caught
     bad = bytearray((fx / "noise5x3to3.out").read_bytes())
     bad[0] ^= 1
