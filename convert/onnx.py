@@ -282,7 +282,12 @@ def export_keras_onnx(keras_path, out, *, check_n: int = 8, force: bool = False,
             raise EdgeBoneageError(f"{out}: ONNX export failed: {' '.join(str(exc).split())[:300]}") from exc
         spec = onnx_inputs(cand)
         feed = {k: np.asarray(data.inputs[k]).astype(spec[k][1]) for k in spec}
-        got = run_onnx(cand, feed)
+        try:
+            got = run_onnx(cand, feed)
+        except Exception as exc:  # e.g. tf2onnx left an unconvertible XLA call (Keras' grouped conv on CPU)
+            raise EdgeBoneageError(f"{out}: the exported ONNX model does not load/run in ONNX Runtime "
+                                   f"({type(exc).__name__}: {' '.join(str(exc).split())[:300]}); no file written"
+                                   ) from exc
         pairs = _match_outputs(ref, got)
         diffs = {k: float(np.max(np.abs(np.asarray(got[v], np.float64) - ref[k]))) for k, v in pairs.items()}
         bad = [k for k, v in pairs.items() if not np.allclose(got[v], ref[k], rtol=tol, atol=tol)]

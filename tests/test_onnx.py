@@ -92,3 +92,23 @@ def test_convert_cli_errors(tmp_path, capsys):
     bad = tmp_path / "bad.npy.txt"
     assert main(["convert", str(tmp_path / "x.onnx"), "--calib-npy", f"image={bad}"]) == 1
     assert "cannot read numpy array" in capsys.readouterr().err
+
+
+def test_keras_onnx_export_refuses_a_model_onnx_runtime_cannot_load(tmp_path):
+    """Keras runs grouped convolutions on CPU through an XLA-compiled call that tf2onnx leaves unconverted (the
+    CSP-ResNeXt50 / ResNeXt50 case): the export must end in a one-line refusal and leave no file."""
+    pytest.importorskip("tf2onnx", reason="tf2onnx not installed (pip install --no-deps tf2onnx==1.17.0)")
+    import keras
+
+    from convert.onnx import export_keras_onnx
+    from edge_boneage import EdgeBoneageError
+
+    inp = keras.Input((16, 16, 4), name="image")
+    x = keras.layers.Conv2D(8, 3, padding="same", groups=2)(inp)
+    model = keras.Model(inp, keras.layers.Dense(3, name="probs")(keras.layers.GlobalAveragePooling2D()(x)))
+    src = tmp_path / "grouped.keras"
+    model.save(src)
+    out = tmp_path / "grouped.onnx"
+    with pytest.raises(EdgeBoneageError, match=r"grouped\.onnx: the exported ONNX model does not load/run") as e:
+        export_keras_onnx(src, out, check_n=2)
+    assert "\n" not in str(e.value) and not out.exists() and not list(tmp_path.glob("*.tmp"))
