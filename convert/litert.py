@@ -126,6 +126,42 @@ def op_counts(path: str | os.PathLike) -> dict[str, int]:
     return dict(sorted(Counter(list_ops(path)).items()))
 
 
+# XNNPACK's int8 ADD takes input_scale / output_scale only in [2^-10, 2^8) for each input, its int8 MUL
+# a_scale * b_scale / output_scale only in [2^-16, 2^8) (the ranges its fixed-point requantisation supports). Ops
+# outside them run on LiteRT's reference kernels and split the XNNPACK graph into more partitions, each boundary
+# costing time: e.g. the `x + 3` of hard-swish when calibration found x in a tiny range (typical of RANDOM weights,
+# whose activations vanish or explode with depth; trained networks have far fewer).
+XNNPACK_INT8_RATIO = {"ADD": (2.0 ** -10, 2.0 ** 8), "MUL": (2.0 ** -16, 2.0 ** 8)}
+
+
+def xnnpack_int8_ratio_ok(op: str, in_scales, out_scale: float) -> bool:
+    """Whether XNNPACK's int8 `op` (ADD or MUL) accepts these per-tensor scales (see XNNPACK_INT8_RATIO)."""
+    lo, hi = XNNPACK_INT8_RATIO[op]
+    ratios = [s / out_scale for s in in_scales] if op == "ADD" else [in_scales[0] * in_scales[1] / out_scale]
+    return all(lo <= r < hi for r in ratios)
+
+
+def xnnpack_int8_rejects(path: str | os.PathLike) -> dict[str, int]:
+    """{op type: number of int8 ADD/MUL ops whose scales XNNPACK refuses} for a .tflite (empty when none)."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    it = Interpreter(model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    tensors = {t["index"]: t for t in it.get_tensor_details()}
+
+    def scale(i):
+        q = tensors[i]["quantization_parameters"]["scales"]
+        return float(q[0]) if len(q) == 1 and tensors[i]["dtype"] == np.int8 else None
+
+    out = Counter()
+    for op in it._get_ops_details():
+        if op["op_name"] not in XNNPACK_INT8_RATIO or len(op["inputs"]) != 2:
+            continue
+        scales = [scale(i) for i in op["inputs"]] + [scale(op["outputs"][0])]
+        if None not in scales and not xnnpack_int8_ratio_ok(op["op_name"], scales[:2], scales[2]):
+            out[op["op_name"]] += 1
+    return dict(sorted(out.items()))
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Validation in a child process
 

@@ -240,3 +240,31 @@ def test_validate_in_subprocess_survives_a_crash(exported, monkeypatch):
     monkeypatch.setattr(litert, "_CHILD", "raise SystemExit('bad things')")
     with pytest.raises(EdgeBoneageError, match=r"exit code 1\): bad things"):
         validate_in_subprocess(path, age_inputs(1))
+
+
+def test_xnnpack_int8_ratio_rule_and_detection(tmp_path):
+    """convert.litert flags int8 ADDs whose input/output scale ratio XNNPACK refuses (a tiny-range tensor + 3, the
+    hard-swish case with random weights) and passes the same graph with ordinary ranges."""
+    from convert.litert import xnnpack_int8_ratio_ok, xnnpack_int8_rejects
+
+    assert xnnpack_int8_ratio_ok("ADD", [2.0 ** -10, 1.0], 1.0) and not xnnpack_int8_ratio_ok("ADD", [2.0 ** -11, 1.0], 1.0)
+    assert not xnnpack_int8_ratio_ok("ADD", [256.0, 1.0], 1.0)
+    assert xnnpack_int8_ratio_ok("MUL", [2.0 ** -8, 2.0 ** -8], 1.0) and not xnnpack_int8_ratio_ok("MUL", [2.0 ** -9, 2.0 ** -8], 1.0)
+
+    def build(gain):
+        x_in = keras.Input((16,), name="x")
+        h = keras.layers.Dense(16, kernel_initializer="identity", use_bias=False, name="gain")(x_in)
+        h = keras.layers.Rescaling(gain)(h)
+        # hard-swish written as relu6(h + 3) * (h / 6), as convert.quantize does for int8 (h used twice: no folding)
+        y = keras.layers.Dense(4, name="y")(keras.layers.ReLU(max_value=6.0)(h + 3.0) * (h / 6.0))
+        return keras.Model(x_in, y)
+
+    calib = np.random.default_rng(0).uniform(-1, 1, (32, 16)).astype("float32")
+    found = {}
+    for gain in (1.0, 1e-5):
+        path = tmp_path / f"g{gain}.tflite"
+        build(gain).export(str(path), format="litert", verbose=False, optimizations=[tf.lite.Optimize.DEFAULT],
+                           representative_dataset=lambda: ([c[None]] for c in calib),
+                           target_spec={"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]})
+        found[gain] = xnnpack_int8_rejects(path)
+    assert found[1.0] == {} and found[1e-5].get("ADD", 0) >= 1, found

@@ -558,10 +558,33 @@ def run_benchmark(cfg: BenchConfig, log=print) -> dict:
     for label, mm in models_meta.items():
         if mm["weights"]:
             text += f"\n{label}: {mm['weights']}"
+    text += "".join(f"\n{line}" for line in _xnnpack_int8_notes(rows))
     report = {"title": cfg.title, "config": _jsonable(cfg.to_json()), "device": device, "environment": env,
               "cpu_peak": peak, "models": models_meta, "rows": _jsonable(rows), "ratios": ratios, "text": text}
     Rep.write_outputs(report, out)
     return report
+
+
+def _xnnpack_int8_notes(rows: list[dict]) -> list[str]:
+    """One line per int8 .tflite with int8 ADD/MUL ops XNNPACK refuses (convert.litert.xnnpack_int8_rejects): why
+    such a file can be slower than float32 on a CPU."""
+    from convert.litert import xnnpack_int8_rejects
+
+    out, seen = [], set()
+    for r in rows:
+        f = r.get("file")
+        if r.get("variant") != "int8" or r.get("runtime") != "litert" or not f or f in seen or not Path(f).is_file():
+            continue
+        seen.add(f)
+        try:
+            bad = xnnpack_int8_rejects(f)
+        except Exception as exc:  # diagnosis only: never fail the report over it
+            bad = {"(could not read scales: %s)" % type(exc).__name__: 0}
+        if bad:
+            out.append(f"{r['model']} int8: {', '.join(f'{n} {op}' for op, n in bad.items())} outside XNNPACK's int8 "
+                       f"requantisation range (reference kernels, extra XNNPACK partitions); typical of random "
+                       f"weights, so time int8 with trained weights")
+    return out
 
 
 def _dist_version(mod: str):
