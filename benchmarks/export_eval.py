@@ -2,7 +2,7 @@
 
     .venv/bin/python -m benchmarks.export_eval RUN_DIR [--calib rsna|synth] [--out DIR]
 
-For RUN_DIR/best.keras (an `edge-boneage train` run): `edge-boneage export` to float32, fp16, dynamic and int8
+For RUN_DIR/best.keras (an `edge-boneage train` run; or --keras FILE): `edge-boneage export` to float32, fp16, dynamic and int8
 (calibrated on --calib data; the parity gate decides), then `edge-boneage evaluate --from-run RUN_DIR` on the Keras
 model and on every written file, i.e. the same held-out validation images the run never trained on. Prints a
 markdown table: variant, size, parity gate, MAE (months), ±1-year accuracy, and each variant's MAE minus float32's.
@@ -44,9 +44,10 @@ def main(argv=None) -> int:
     ap.add_argument("--calib", choices=("rsna", "synth"), default="rsna", help="int8 calibration data")
     ap.add_argument("--rsna-dir", default=str(ROOT.parent / "shared" / "data" / "rsna"))
     ap.add_argument("--out", type=Path, help="folder for the .tflite files and reports (default RUN/variants)")
+    ap.add_argument("--keras", type=Path, help="the .keras to export (default RUN/best.keras)")
     a = ap.parse_args(argv)
     run = a.run.resolve()
-    src = run / "best.keras"
+    src = (a.keras or run / "best.keras").resolve()
     if not src.is_file():
         raise SystemExit(f"{src}: no such file (train first)")
     out = (a.out or run / "variants").resolve()

@@ -120,3 +120,25 @@ def test_real_validation_images_sane(rsna_dir, model_path):
     assert pred[0] < pred[2], f"a {true[0]:.0f}-month hand got an older age than a {true[2]:.0f}-month one: {pred}"
     # a constant 114-month guess scores ~61 months here; the trained model must do clearly better
     assert np.abs(pred - true).mean() < 45.0, (true, pred)
+
+
+def test_packaged_keras_is_the_source_of_the_litert_file(model_path, meta):
+    """boneage_age.keras (for fine-tuning and other exports) is the exact file the .tflite was exported from (sha256 in
+    the metadata), loads with safe_mode, and gives the same ages as the .tflite."""
+    import hashlib
+
+    keras_path = HERE / "boneage_age.keras"
+    assert keras_path.is_file() and keras_path.stat().st_size < 5 * 2**20
+    assert hashlib.sha256(keras_path.read_bytes()).hexdigest() == meta["model"]["source_sha256"]
+    pytest.importorskip("keras", reason="the [train] extra (keras) is not installed")
+    from edge_boneage.runtime import LiteRTModel
+    from edge_boneage.synth import generate
+    from edge_boneage.train import load_model
+
+    model = load_model(keras_path)  # safe_mode=True
+    size = int(LiteRTModel(model_path).input_details()["image"]["shape"][1])
+    batch = generate(4, size=size, seed=11)
+    x = {"image": batch.images[..., None].astype(np.uint8), "sex": batch.male[:, None].astype(np.float32)}
+    want = np.asarray(model.predict(x, verbose=0)["age"]).reshape(-1)
+    got = np.asarray(LiteRTModel(model_path)(**x)["age"]).reshape(-1)
+    np.testing.assert_allclose(got, want, atol=1e-3)
