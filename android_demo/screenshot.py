@@ -3,14 +3,15 @@
     .venv/bin/python android_demo/screenshot.py --image /work/shared/data/rsna/fullres/1380.png [--sex 1]
         [--model M.tflite] [--out docs/android_demo_screenshot.png]
 
-Without --model a random-weight demo model is exported (its metadata says so, and the page shows it): the
-screenshot shows the app working, not a meaningful bone age. The radiograph is served from where it lies.
+Without --model the packaged RSNA-trained model (what the APK bundles; edge_boneage/pretrained/MODEL_CARD.md) is
+used. The radiograph is served from where it lies.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -35,10 +36,10 @@ def main(argv=None) -> int:
     subprocess.run(["bash", str(HERE / "fetch_litertjs.sh")], check=True)
     with tempfile.TemporaryDirectory(prefix="screenshot_") as tmp:
         model = args.model
-        if model is None:
-            from demo_models import export_tiny
+        if model is None:  # what the APK bundles: the packaged RSNA-trained model
+            from edge_boneage.pretrained import default_model_path
 
-            model = export_tiny(Path(tmp) / "demo_random_weights.tflite", 128)
+            model = Path(shutil.copy(default_model_path(), Path(tmp) / "boneage_age.tflite"))
         mounts = {"/": cdp.WEB_DIR, "/m/": model.parent.resolve(), "/i/": args.image.parent.resolve()}
         with cdp.serve(mounts) as base, cdp.Chromium(width=1000, height=900) as ch:
             ch.navigate(f"{base}/index.html?model=/m/{model.name}&image=/i/{args.image.name}&sex={args.sex}")
