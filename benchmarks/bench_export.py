@@ -91,14 +91,14 @@ def train_ril(size, n_train, epochs, batch, seed=0):
                    "val_mae_months": round(val_mae, 2), "val_pred_std_months": round(float(pred.std()), 2)}
 
 
-def train_csp(size, n_train, epochs, batch, seed=0):
+def train_csp(size, n_train, epochs, batch, seed=0, knobs=None):
     import keras
 
     from edge_boneage.synth import iter_bone_crops
     from keras_models.registry import build_model
 
     keras.utils.set_random_seed(seed)
-    model = build_model("csp_resnext50_tw3", input_size=size)
+    model = build_model("csp_resnext50_tw3", input_size=size, **(knobs or {}))
     _fast_bn(model)
     n_img = max(1, n_train // 13)
     crops, grades, bones = [], [], []
@@ -284,6 +284,9 @@ def main(argv=None):
     ap.add_argument("--only", choices=("ril", "csp"))
     ap.add_argument("--full-size", type=int, default=224, help="also time the trained RIL weights at this size (0: no)")
     ap.add_argument("--from-keras", help="(RIL) skip training: use this trained .keras (e.g. a previous run's)")
+    ap.add_argument("--csp-reduced", action="store_true",
+                    help="CSP-ResNeXt50 with benchmarks/tw3_table.py's CPU-sized knobs (depths 1,1,1,1, width 0.25, "
+                         "cardinality 8): the full network trains for hours on 2 cores")
     a = ap.parse_args(argv)
     if a.quick:
         a.ril_size, a.csp_size, a.train_n, a.epochs, a.calib_n, a.check_n, a.runs = 64, 32, 64, 1, 8, 8, 5
@@ -309,8 +312,11 @@ def main(argv=None):
             model, tr = train_ril(a.ril_size, a.train_n, a.epochs, a.batch)
             title = f"RIL-MobileNetV3-L, {a.ril_size}x{a.ril_size}, region_dim 128"
         else:
-            model, tr = train_csp(a.csp_size, a.train_n, a.epochs, a.batch)
-            title = f"CSP-ResNeXt50 TW3 (13 heads), {a.csp_size}x{a.csp_size} crops"
+            from benchmarks.tw3_table import KNOBS
+
+            model, tr = train_csp(a.csp_size, a.train_n, a.epochs, a.batch, knobs=KNOBS if a.csp_reduced else None)
+            title = (f"CSP-ResNeXt50 TW3 (13 heads), {a.csp_size}x{a.csp_size} crops"
+                     + (f", reduced knobs {KNOBS}" if a.csp_reduced else ""))
         keras_path = out_dir / f"{name}.keras"
         model.save(keras_path)
         import json
