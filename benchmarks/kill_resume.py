@@ -22,13 +22,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-
-def _committed(out: Path) -> int:
-    try:
-        return int(json.loads((out / "state.json").read_text())["epoch"])
-    except (OSError, ValueError, KeyError):
-        return -1
+from edge_boneage.train import committed_epoch  # noqa: E402  (no TensorFlow import at module level)
 
 
 def _epochs(log: Path) -> list[int]:
@@ -61,8 +57,8 @@ def main(argv=None) -> int:
         t0 = time.time()
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         seen = {}  # committed epoch -> when it was first seen
-        while _committed(out) < a.kill_after and proc.poll() is None:
-            seen.setdefault(_committed(out), time.time())
+        while committed_epoch(out) < a.kill_after and proc.poll() is None:
+            seen.setdefault(committed_epoch(out), time.time())
             time.sleep(0.02)
         if proc.poll() is not None:
             print(f"training ended before the kill (exit {proc.returncode}): {proc.stderr.read()[-1500:]}")
@@ -74,7 +70,7 @@ def main(argv=None) -> int:
             time.sleep(0.02)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-        print(f"SIGKILL after {time.time() - t0:.1f} s; committed epoch in state.json: {_committed(out)}; "
+        print(f"SIGKILL after {time.time() - t0:.1f} s; committed epoch in state.json: {committed_epoch(out)}; "
               f"log.csv epochs: {_epochs(out / 'log.csv')}; files: {sorted(p.name for p in out.iterdir())}")
         print(f"$ {shlex.join(cmd + ['--resume'])}", flush=True)
         r = subprocess.run(cmd + ["--resume"], cwd=ROOT, env=env, capture_output=True, text=True)

@@ -223,6 +223,14 @@ def import_custom_objects() -> None:
     list_models()  # imports every builder module (mobilenet, resnext) and their layers
 
 
+def committed_epoch(run_dir: str | os.PathLike) -> int:
+    """The last epoch a run has committed (its state.json, replaced atomically, never torn); -1 before the first."""
+    try:
+        return int(json.loads((Path(run_dir) / "state.json").read_text())["epoch"])
+    except (OSError, ValueError, KeyError):
+        return -1
+
+
 def load_model(path: str | os.PathLike):
     import keras
 

@@ -269,13 +269,6 @@ def test_truncate_log_drops_uncommitted_partial_and_duplicate_rows(tmp_path):
     assert _log_epochs(log) == [0] and log.read_text().endswith("\n")
 
 
-def _committed_epoch(out) -> int:
-    try:
-        return int(json.loads((out / "state.json").read_text())["epoch"])
-    except (OSError, ValueError, KeyError):  # not written yet (it is replaced atomically, never torn)
-        return -1
-
-
 @pytest.mark.slow
 def test_cli_kill_and_resume_every_epoch_logged_once(tmp_path):
     """Start `edge-boneage train` in a child, SIGKILL it once epoch 1 is committed, resume, check the log.
@@ -289,7 +282,7 @@ def test_cli_kill_and_resume_every_epoch_logged_once(tmp_path):
     proc = subprocess.Popen(argv, env=_child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.time() + 120
     try:
-        while time.time() < deadline and _committed_epoch(out) < 1 and proc.poll() is None:
+        while time.time() < deadline and T.committed_epoch(out) < 1 and proc.poll() is None:
             time.sleep(0.05)
         assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
         os.kill(proc.pid, signal.SIGKILL)
@@ -298,7 +291,7 @@ def test_cli_kill_and_resume_every_epoch_logged_once(tmp_path):
         if proc.poll() is None:
             proc.kill()
     killed_at = _log_epochs(out / "log.csv")
-    committed = _committed_epoch(out)
+    committed = T.committed_epoch(out)
     assert 1 <= committed < 4 and 2 <= len(killed_at) < 5, (committed, killed_at)  # really interrupted mid-run
     assert not (out / "val").exists()
     res = subprocess.run(argv + ["--resume"], env=_child_env(), capture_output=True, text=True, timeout=180)
