@@ -65,8 +65,7 @@ def main(argv=None) -> int:
         gate = next((ln.strip() for ln in r.stdout.splitlines() if ln.startswith("parity:")), "parity: ?")
         gate = gate.removeprefix("parity: ").rsplit(" (", 1)[0].replace(" - ", ": ", 1)  # "PASSED: <rule>"
         rows.append((name, f.stat().st_size, gate, _evaluate(f, run, out / f"eval_{f.stem}")))
-    ref = next(m["mae_months"] for n, _, _, m in rows if n == "float32" and m) if any(
-        n == "float32" and m for n, _, _, m in rows) else None
+    ref = next((m["mae_months"] for n, _, _, m in rows if n == "float32" and m), None)
     print(f"\nheld-out images of {run.name}: {rows[0][3]['n']} (the run's validation split, never trained on)\n")
     print("| variant | MiB | parity gate (export) | MAE (months) | ±1 y | MAE - float32 MAE (months) |")
     print("|---|---|---|---|---|---|")

@@ -579,7 +579,8 @@ def _xnnpack_int8_notes(rows: list[dict]) -> list[str]:
         try:
             bad = xnnpack_int8_rejects(f)
         except Exception as exc:  # diagnosis only: never fail the report over it
-            bad = {"(could not read scales: %s)" % type(exc).__name__: 0}
+            out.append(f"{r['model']} int8: could not read its quantisation scales ({type(exc).__name__})")
+            continue
         if bad:
             out.append(f"{r['model']} int8: {', '.join(f'{n} {op}' for op, n in bad.items())} outside XNNPACK's int8 "
                        f"requantisation range (reference kernels, extra XNNPACK partitions); typical of random "
