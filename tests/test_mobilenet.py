@@ -85,11 +85,13 @@ def check_outputs(out, batch):
 
 @pytest.fixture(scope="module")
 def ril():
+    keras.utils.set_random_seed(0)  # the initial weights too: an unseeded fixture made the parity tests flaky
     return randomise(build_model("ril_mobilenetv3_large", **RIL), seed=0)
 
 
 @pytest.fixture(scope="module")
 def plain():
+    keras.utils.set_random_seed(1)
     return randomise(build_model("mobilenetv3_large", **PLAIN), seed=1)
 
 
