@@ -22,8 +22,11 @@ from typing import Any
 import cv2
 import numpy as np
 
-SPEC_VERSION = 1
+SPEC_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # version 1 files (no frame / crop fields) read as frame "letterbox", no crop
 ENHANCE_CHOICES = (None, "clahe", "hist")
+FRAME_CHOICES = ("letterbox", "squeeze")
+CROP_CHOICES = (None, "hand")
 LETTERBOX_RULE = "centre-pad-extra-bottom-right"
 RESIZE_RULE = "cv2.INTER_AREA"
 
@@ -143,6 +146,50 @@ def preprocess(
     return enhance_image(out, enhance, clip, tiles)
 
 
+def make_frame(img: np.ndarray, frame: str, pad_value: int = 0) -> np.ndarray:
+    """The square frame the model's world is drawn in: "letterbox" (pad to a centred square) or "squeeze" (the
+    image itself, to be resized to a square without keeping its aspect ratio, as the RSNA 100x100 set was made)."""
+    if frame == "letterbox":
+        return letterbox_square(img, pad_value)
+    if frame == "squeeze":
+        return np.asarray(img)
+    raise ValueError(f"unknown frame rule {frame!r}; choose one of {FRAME_CHOICES}")
+
+
+def preprocess_full(img: np.ndarray, size: int, enhance: str | None = None, *, frame: str = "letterbox",
+                    crop: str | None = None, crop_margin: float | None = None, clip: float = 2.0,
+                    tiles: tuple[int, int] = (8, 8), pad_value: int = 0):
+    """(uint8 (size, size), hand box dict or None): frame -> [hand crop] -> resize_area -> [enhance].
+
+    With crop="hand" the square box of edge_boneage.handcrop.locate_hand (found on the frame, in its 128x128 grid, so
+    a squeezed frame gets a box that is square in squeezed coordinates) is cut from the frame (outside -> pad_value 0)
+    and resized to size x size with cv2.INTER_AREA. The box is reported in the original image's pixels.
+    """
+    from edge_boneage import handcrop
+
+    a = _as_grey_uint8(img, "preprocess")
+    if enhance not in ENHANCE_CHOICES and enhance != "none":
+        raise ValueError(f"unknown enhance {enhance!r}; choose one of None, 'clahe', 'hist'")
+    if crop not in CROP_CHOICES:
+        raise ValueError(f"unknown crop {crop!r}; choose one of None, 'hand'")
+    f = make_frame(a, frame, pad_value)
+    box = None
+    if crop == "hand":
+        hb = handcrop.locate_hand(f, handcrop.DEFAULT_MARGIN if crop_margin is None else crop_margin)
+        out = handcrop.crop_box(f, (hb.x0, hb.y0, hb.w, hb.h), (int(size), int(size)))
+        box = hb.to_dict()
+        if frame == "letterbox":  # report in original pixels
+            _side, top, _b, left, _r = letterbox_offsets(*a.shape)
+            for k in ("x0", "x1", "hand_x0", "hand_x1", "cx"):
+                box[k] = round(box[k] - left, 3)
+            for k in ("y0", "y1", "hand_y0", "hand_y1", "cy"):
+                box[k] = round(box[k] - top, 3)
+    else:
+        out = resize_area(f, int(size)) if f.shape[0] == f.shape[1] else cv2.resize(
+            f, (int(size), int(size)), interpolation=cv2.INTER_AREA)
+    return enhance_image(out, enhance, clip, tiles), box
+
+
 def to_model_input(img: np.ndarray) -> np.ndarray:
     """(S, S) uint8 -> (1, S, S, 1) uint8 batch for the model input "image"."""
     a = _as_grey_uint8(img, "to_model_input")
@@ -165,6 +212,10 @@ class PreprocessSpec:
     resize: str = RESIZE_RULE
     colour: str = "grey; RGB -> (19595 R + 38470 G + 7471 B + 32768) >> 16; MONOCHROME1 inverted"
     version: int = SPEC_VERSION
+    frame: str = "letterbox"  # "letterbox" | "squeeze" (see make_frame)
+    crop: str | None = None  # None | "hand" (edge_boneage.handcrop)
+    crop_margin: float = 0.04
+    crop_rule: str | None = None  # handcrop.HAND_RULE when crop == "hand"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
@@ -178,15 +229,33 @@ class PreprocessSpec:
             raise ValueError("PreprocessSpec: the model contract is uint8, 1 channel, values 0..255")
         if self.letterbox != LETTERBOX_RULE or self.resize != RESIZE_RULE:
             raise ValueError(f"PreprocessSpec: unknown letterbox/resize rule {self.letterbox!r}/{self.resize!r}")
-        if self.version != SPEC_VERSION:
-            raise ValueError(f"PreprocessSpec: version {self.version} is not supported (this code reads {SPEC_VERSION})")
+        if self.version not in READABLE_VERSIONS:
+            raise ValueError(f"PreprocessSpec: version {self.version} is not supported (this code reads "
+                             f"{READABLE_VERSIONS})")
+        if self.frame not in FRAME_CHOICES:
+            raise ValueError(f"PreprocessSpec: frame must be one of {FRAME_CHOICES}, got {self.frame!r}")
+        if self.crop == "none":
+            object.__setattr__(self, "crop", None)
+        if self.crop not in CROP_CHOICES:
+            raise ValueError(f"PreprocessSpec: crop must be one of None, 'hand', got {self.crop!r}")
+        if self.crop == "hand":
+            from edge_boneage.handcrop import HAND_RULE
+
+            if self.crop_rule is None:
+                object.__setattr__(self, "crop_rule", HAND_RULE)
+            elif self.crop_rule != HAND_RULE:
+                raise ValueError(f"PreprocessSpec: hand-crop rule {self.crop_rule!r} is not this code's {HAND_RULE!r}")
         object.__setattr__(self, "clahe_tiles", tuple(int(t) for t in self.clahe_tiles))
         object.__setattr__(self, "value_range", tuple(int(v) for v in self.value_range))
 
     def apply(self, img: np.ndarray) -> np.ndarray:
-        return preprocess(
-            img, self.input_size, self.enhance, clip=self.clahe_clip, tiles=self.clahe_tiles, pad_value=self.pad_value
-        )
+        return self.apply_with_box(img)[0]
+
+    def apply_with_box(self, img: np.ndarray):
+        """(uint8 (S, S) model image, hand box dict in image pixels or None)."""
+        return preprocess_full(img, self.input_size, self.enhance, frame=self.frame, crop=self.crop,
+                               crop_margin=self.crop_margin, clip=self.clahe_clip, tiles=self.clahe_tiles,
+                               pad_value=self.pad_value)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -225,7 +294,9 @@ __all__ = [
     "equalize_hist",
     "letterbox_offsets",
     "letterbox_square",
+    "make_frame",
     "preprocess",
+    "preprocess_full",
     "resize_area",
     "to_model_input",
 ]

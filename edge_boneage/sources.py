@@ -67,26 +67,41 @@ def class_targets(months, *, label_smoothing: float = 0.0, sigma_years: float = 
 
 @dataclass(frozen=True)
 class Augment:
+    """Random affine (rotation, shift, isotropic scale) + contrast / brightness (+ gamma when gamma > 0).
+
+    scale_range (lo, hi), when given, draws the scale log-uniformly in [lo, hi] (e.g. 0.75-1.33) instead of
+    1 +- scale_frac; gamma g draws an exponent exp(U(-g, g)) applied to x/255 before contrast.
+    """
+
     rot_deg: float = 10.0
     shift_frac: float = 0.05
     scale_frac: float = 0.08
     contrast: float = 0.15
     brightness: float = 0.08
+    scale_range: tuple[float, float] | None = None
+    gamma: float = 0.0
 
     def __call__(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         import cv2
 
         s = img.shape[0]
         angle = rng.uniform(-self.rot_deg, self.rot_deg)
-        scale = 1.0 + rng.uniform(-self.scale_frac, self.scale_frac)
+        if self.scale_range is not None:
+            lo, hi = self.scale_range
+            scale = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+        else:
+            scale = 1.0 + rng.uniform(-self.scale_frac, self.scale_frac)
         tx, ty = rng.uniform(-self.shift_frac, self.shift_frac, size=2) * s
         mat = cv2.getRotationMatrix2D(((s - 1) / 2.0, (s - 1) / 2.0), angle, scale)
         mat[:, 2] += (tx, ty)
         out = cv2.warpAffine(img, mat, (s, s), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         c = 1.0 + rng.uniform(-self.contrast, self.contrast)
         b = rng.uniform(-self.brightness, self.brightness) * 255.0
+        out = out.astype(np.float32)
+        if self.gamma > 0:
+            out = 255.0 * (out / 255.0) ** float(np.exp(rng.uniform(-self.gamma, self.gamma)))
         mean = float(out.mean())
-        out = (out.astype(np.float32) - mean) * c + mean + b
+        out = (out - mean) * c + mean + b
         return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
@@ -146,10 +161,14 @@ class ArrayImages:
 class SampleImages:
     """Samples with image paths: decoded + preprocessed on first use, then cached as uint8 (S,S)."""
 
-    def __init__(self, samples: Sequence[Any], size: int, *, enhance: str | None = None, cache: bool = True):
+    def __init__(self, samples: Sequence[Any], size: int, *, enhance: str | None = None, cache: bool = True,
+                 spec=None):
         self.samples = list(samples)
         self.size = int(size)
         self.enhance = enhance
+        self.spec = spec  # an edge_boneage.preprocess.PreprocessSpec (frame, hand crop, ...); wins over `enhance`
+        if spec is not None and int(spec.input_size) != self.size:
+            raise EdgeBoneageError(f"SampleImages: spec input_size {spec.input_size} != size {size}")
         self.cache = cache
         self._cache: dict[int, np.ndarray] = {}
         months, male, ids = [], [], []
@@ -175,8 +194,11 @@ class SampleImages:
         from edge_boneage.preprocess import preprocess
 
         img, _meta = read_image(_field(self.samples[i], "path"))
-        kw = {} if self.enhance is None else {"enhance": self.enhance}
-        out = np.asarray(preprocess(img, self.size, **kw))
+        if self.spec is not None:
+            out = np.asarray(self.spec.apply(img))
+        else:
+            kw = {} if self.enhance is None else {"enhance": self.enhance}
+            out = np.asarray(preprocess(img, self.size, **kw))
         if out.ndim == 3:
             out = out[..., 0]
         if out.shape != (self.size, self.size) or out.dtype != np.uint8:
@@ -186,7 +208,8 @@ class SampleImages:
         return out
 
     def subset(self, idx) -> "SampleImages":
-        sub = SampleImages([self.samples[i] for i in idx], self.size, enhance=self.enhance, cache=self.cache)
+        sub = SampleImages([self.samples[i] for i in idx], self.size, enhance=self.enhance, cache=self.cache,
+                           spec=self.spec)
         sub._cache = {j: self._cache[i] for j, i in enumerate(idx) if i in self._cache}
         return sub
 

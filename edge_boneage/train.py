@@ -68,13 +68,29 @@ class TrainConfig:
     limit: int | None = None  # use only the first N samples (quick runs)
     size: int = 224
     enhance: str | None = None  # preprocess enhancement (None = the preprocessing spec's default)
+    frame: str = "letterbox"  # preprocess frame rule: "letterbox" | "squeeze" (how the RSNA 100x100 set was made)
+    crop: str | None = None  # None | "hand" (edge_boneage.handcrop)
     val_fraction: float = 0.1
+    # "random": val_fraction of the data, stratified; "protocol": the fixed RSNA protocol (PROTOCOL_DOC): 80/10/10
+    # train/val/test stratified by age band and sex, after setting aside every id of <rsna_dir>/fullres.csv
+    split: str = "random"
     # optimisation
     epochs: int = 10
     batch: int = 8
     lr: float = 1e-4
     augment: bool = True
     age_loss_weight: float = 1.0  # lambda on MAE in years
+    probs_loss_weight: float = 1.0  # weight of the class cross-entropy
+    optimizer: str = "adam"  # "adam" | "adamw"
+    weight_decay: float = 0.0  # AdamW decoupled weight decay
+    schedule: str = "constant"  # "constant" | "cosine" (linear warmup, then cosine to 0)
+    warmup_epochs: float = 0.0
+    ema: float = 0.0  # > 0: EMA of the weights with this momentum, copied into the model at each epoch's end
+    aug_scale: tuple[float, float] | None = None  # log-uniform scale augmentation range, e.g. (0.75, 1.33)
+    aug_gamma: float = 0.0  # gamma augmentation: exponent exp(U(-g, g))
+    aug_rot_deg: float = 10.0
+    pretrained: str | None = None  # "imagenet": backbone from edge_boneage.imagenet (EfficientNet-Lite models)
+    recipe: str | None = None  # the RECIPES preset the CLI started from (recorded only)
     label_smoothing: float = 0.0
     sigma_years: float = 0.0  # > 0: Gaussian soft class targets
     bn_momentum: float | None = None  # override every BatchNormalization momentum (None: the builder's)
@@ -92,7 +108,45 @@ class TrainConfig:
     @classmethod
     def from_json(cls, d: dict) -> "TrainConfig":
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        kw = {k: v for k, v in d.items() if k in names}
+        if kw.get("aug_scale") is not None:
+            kw["aug_scale"] = tuple(kw["aug_scale"])
+        return cls(**kw)
+
+    def preprocess_spec(self):
+        """The input contract this run trains with (edge_boneage.preprocess.PreprocessSpec)."""
+        from edge_boneage.preprocess import PreprocessSpec
+
+        return PreprocessSpec(input_size=self.size, enhance=self.enhance, frame=self.frame, crop=self.crop)
+
+
+#: The CPU recipe (train's --recipe cpu) and the seed paper's GPU settings (--recipe paper); fields of TrainConfig.
+RECIPES = {
+    "cpu": dict(optimizer="adamw", lr=5e-4, weight_decay=1e-4, schedule="cosine", warmup_epochs=1.0, batch=32,
+                ema=0.99, sigma_years=1.0, probs_loss_weight=0.1, age_loss_weight=1.0, aug_scale=(0.75, 1.33),
+                aug_gamma=0.3, aug_rot_deg=15.0, frame="squeeze", crop="hand"),
+    "paper": dict(optimizer="adam", lr=1e-4, weight_decay=0.0, schedule="constant", warmup_epochs=0.0, batch=8,
+                  ema=0.0, sigma_years=0.0, probs_loss_weight=1.0, age_loss_weight=1.0, aug_scale=None,
+                  aug_gamma=0.0, aug_rot_deg=10.0, epochs=80, size=224),
+}
+
+PROTOCOL_DOC = ("RSNA protocol v1: every id listed in <rsna_dir>/fullres.csv is set aside (reported separately at "
+                "full resolution); the rest is split 80/10/10 train/val/test by edge_boneage.datasets."
+                "stratified_split (12-month age band x sex, seed 0). Validation picks epochs and recipes; the test "
+                "split and the full-resolution films only report.")
+
+
+def protocol_split(samples, rsna_dir, seed: int = 0):
+    """(train, val, test) samples of the RSNA protocol (PROTOCOL_DOC)."""
+    from edge_boneage import datasets
+
+    held = set()
+    fr = Path(rsna_dir) / "fullres.csv" if rsna_dir else None
+    if fr is not None and fr.is_file():
+        with open(fr, newline="") as f:
+            held = {str(r["id"]).strip() for r in csv.DictReader(f)}
+    rest = [s for s in samples if str(s.id) not in held]
+    return datasets.stratified_split(rest, (0.8, 0.1, 0.1), seed=seed)
 
 
 @dataclass
@@ -186,7 +240,8 @@ def load_source(config: TrainConfig):
         samples = _file_samples(config)
         if config.limit:
             samples = samples[: config.limit]
-        src = sources.SampleImages(samples, config.size, enhance=config.enhance)
+        spec = config.preprocess_spec()
+        src = sources.SampleImages(samples, config.size, enhance=config.enhance, spec=spec)
     return src
 
 
@@ -196,6 +251,15 @@ def load_split(config: TrainConfig, source=None):
     x sex); in-memory arrays (synthetic) use `_split_indices` (age-stratified)."""
     src = load_source(config) if source is None else source
     samples = getattr(src, "samples", None)
+    if config.split == "protocol":
+        if samples is None or config.data != "rsna":
+            raise EdgeBoneageError("--split protocol needs --data rsna")
+        tr_s, va_s, _te = protocol_split(samples, config.rsna_dir or Path(config.labels_csv).parent, config.seed)
+        pos = {s.id: i for i, s in enumerate(samples)}
+        return (src.subset(np.array([pos[s.id] for s in tr_s], np.int64)),
+                src.subset(np.array([pos[s.id] for s in va_s], np.int64)))
+    if config.split != "random":
+        raise EdgeBoneageError(f"unknown split {config.split!r}; use random or protocol")
     if samples is not None and config.val_fraction > 0 and all(hasattr(s, "id") for s in samples):
         # file data: edge_boneage.datasets' split (stratified by age band and sex, stable by id)
         from edge_boneage import datasets
@@ -221,6 +285,14 @@ def import_custom_objects() -> None:
     from keras_models.registry import list_models
 
     list_models()  # imports every builder module (mobilenet, resnext) and their layers
+
+
+def _builder_params(name: str) -> set[str]:
+    import inspect
+
+    from keras_models.registry import get_entry
+
+    return set(inspect.signature(get_entry(name).builder).parameters)
 
 
 def committed_epoch(run_dir: str | os.PathLike) -> int:
@@ -298,13 +370,35 @@ def set_bn_momentum(model, momentum: float) -> int:
     return n
 
 
-def compile_model(model, config: TrainConfig) -> None:
+def make_optimizer(config: TrainConfig, steps_per_epoch: int):
+    """Adam / AdamW with a constant or warmup + cosine learning rate, optional EMA (see TrainConfig)."""
+    import keras
+
+    lr = config.lr
+    if config.schedule == "cosine":
+        total = max(1, int(config.epochs * steps_per_epoch))
+        warm = int(round(config.warmup_epochs * steps_per_epoch))
+        lr = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=0.0 if warm else config.lr, decay_steps=max(1, total - warm), alpha=0.0,
+            warmup_target=config.lr if warm else None, warmup_steps=warm)
+    elif config.schedule != "constant":
+        raise EdgeBoneageError(f"unknown schedule {config.schedule!r}; use constant or cosine")
+    ema = dict(use_ema=True, ema_momentum=float(config.ema), ema_overwrite_frequency=int(steps_per_epoch)) \
+        if config.ema and config.ema > 0 else {}
+    if config.optimizer == "adamw":
+        return keras.optimizers.AdamW(learning_rate=lr, weight_decay=config.weight_decay, **ema)
+    if config.optimizer == "adam":
+        return keras.optimizers.Adam(learning_rate=lr, **ema)
+    raise EdgeBoneageError(f"unknown optimizer {config.optimizer!r}; use adam or adamw")
+
+
+def compile_model(model, config: TrainConfig, steps_per_epoch: int = 1) -> None:
     import keras
 
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=config.lr),
+        optimizer=make_optimizer(config, steps_per_epoch),
         loss={"probs": keras.losses.CategoricalCrossentropy(), "age": keras.losses.MeanAbsoluteError()},
-        loss_weights={"probs": 1.0, "age": config.age_loss_weight / 12.0},
+        loss_weights={"probs": config.probs_loss_weight, "age": config.age_loss_weight / 12.0},
         metrics={"age": [keras.metrics.MeanAbsoluteError(name="mae")]},
     )
 
@@ -587,10 +681,20 @@ def train(config: TrainConfig, source=None) -> TrainResult:
             get_entry(config.model)
         except KeyError as exc:
             raise EdgeBoneageError(str(exc).strip("'\"")) from exc
-        model = build_model(config.model, input_size=config.size, **config.model_args)
+        margs = dict(config.model_args)
+        if "preprocess" in _builder_params(config.model):
+            margs["preprocess"] = config.preprocess_spec().to_dict()
+        model = build_model(config.model, input_size=config.size, **margs)
+        if config.pretrained == "imagenet":
+            from edge_boneage import imagenet
+
+            n_init = imagenet.load_backbone_weights(model)
+            print(f"train: {n_init} backbone layers initialised from ImageNet (EfficientNet-Lite0)", file=sys.stderr)
+        elif config.pretrained:
+            raise EdgeBoneageError(f"unknown pretrained weights {config.pretrained!r}; use imagenet")
         if config.bn_momentum is not None:
             set_bn_momentum(model, config.bn_momentum)
-        compile_model(model, config)
+        compile_model(model, config, steps_per_epoch=len(train_src) // config.batch)
         for stale in ("log.csv", "last.keras", "best.keras"):
             (out / stale).unlink(missing_ok=True)
 
@@ -605,7 +709,9 @@ def train(config: TrainConfig, source=None) -> TrainResult:
 
     names = set(model_input_names(model))
     kw = dict(label_smoothing=config.label_smoothing, sigma_years=config.sigma_years)
-    train_ds = sources.make_dataset(train_src, config.batch, shuffle=True, augment=config.augment, seed=config.seed,
+    aug = (sources.Augment(rot_deg=config.aug_rot_deg, scale_range=config.aug_scale, gamma=config.aug_gamma)
+           if config.augment else None)
+    train_ds = sources.make_dataset(train_src, config.batch, shuffle=True, augment=aug, seed=config.seed,
                                     epoch=initial_epoch, drop_remainder=True, inputs=names, **kw)
     val_ds = (sources.make_dataset(val_src, config.batch, inputs=names, **kw) if val_src is not None else None)
 

@@ -41,13 +41,24 @@ _LBP_METHODS = ("none", "default", "ror")
 # --------------------------------------------------------------------------------------------------------------
 @keras.saving.register_keras_serializable(package="edge_boneage")
 class CastToFloat(layers.Layer):
-    """Casts the raw (uint8-valued) image to float32, values unchanged (0..255)."""
+    """Casts the raw (uint8-valued) image to float32, values unchanged (0..255).
+
+    `preprocess` (a dict, edge_boneage.preprocess.PreprocessSpec.to_dict()) is the model's input contract, carried
+    in this layer's config so that a lone .keras file says how its input must be made; it does not change `call`.
+    """
+
+    def __init__(self, preprocess=None, **kwargs):
+        super().__init__(**kwargs)
+        self.preprocess = dict(preprocess) if preprocess else None
 
     def call(self, x):
         return ops.cast(x, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
         return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "preprocess": self.preprocess}
 
 
 @keras.saving.register_keras_serializable(package="edge_boneage")

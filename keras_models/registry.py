@@ -10,7 +10,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Callable
 
-_BUILDER_MODULES = ("keras_models.mobilenet", "keras_models.resnext")
+_BUILDER_MODULES = ("keras_models.mobilenet", "keras_models.resnext", "keras_models.efficientnet_lite")
 
 
 @dataclass(frozen=True)

@@ -59,16 +59,32 @@ def register(subparsers) -> None:
     p.add_argument("--model-arg", action="append", default=[], metavar="K=V",
                    help="builder keyword, repeatable (e.g. --model-arg alpha=0.5 --model-arg use_sex=false)")
     add_data_args(p)
-    p.add_argument("--size", type=int, default=224, help="input size S (default 224)")
+    p.add_argument("--recipe", choices=("cpu", "paper"), default="cpu",
+                   help="training recipe the flags below override (default cpu: AdamW, warmup + cosine, EMA, soft "
+                        "labels, scale 0.75-1.33 + gamma augmentation, squeezed frame with hand crop; paper: the seed "
+                        "paper's Adam 1e-4, batch 8, 80 epochs, 224 px)")
+    p.add_argument("--size", type=int, help="input size S (default 224)")
+    p.add_argument("--frame", choices=("letterbox", "squeeze"), help="frame rule before resizing (recipe's)")
+    p.add_argument("--crop", choices=("none", "hand"), help="crop to the located hand (recipe's)")
+    p.add_argument("--split", choices=("random", "protocol"), default="random",
+                   help="random: --val-fraction stratified; protocol: fixed RSNA 80/10/10 train/val/test, full-res ids "
+                        "set aside (edge_boneage.train.PROTOCOL_DOC)")
     p.add_argument("--val-fraction", type=float, default=0.1, help="validation share (default 0.1)")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--optimizer", choices=("adam", "adamw"))
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--schedule", choices=("constant", "cosine"))
+    p.add_argument("--warmup-epochs", type=float)
+    p.add_argument("--ema", type=float, help="EMA momentum of the weights (0: off)")
+    p.add_argument("--pretrained", choices=("none", "imagenet"), help="backbone initialisation (EfficientNet-Lite)")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
                    help="random rotation/shift/scale/brightness/contrast, never flips (default on)")
-    p.add_argument("--age-loss-weight", type=float, default=1.0, help="lambda on MAE in years (default 1.0)")
+    p.add_argument("--age-loss-weight", type=float, help="lambda on MAE in years (default 1.0)")
+    p.add_argument("--probs-loss-weight", type=float, help="weight of the class cross-entropy")
     p.add_argument("--label-smoothing", type=float, default=0.0)
-    p.add_argument("--sigma-years", type=float, default=0.0, help="> 0: Gaussian soft class targets")
+    p.add_argument("--sigma-years", type=float, help="> 0: Gaussian soft class targets")
     p.add_argument("--bn-momentum", type=float,
                    help="override BatchNorm momentum (MobileNetV3 uses 0.999: use 0.99 for short runs)")
     p.add_argument("--seed", type=int, default=0)
@@ -85,13 +101,21 @@ def handler(args) -> int:
     _set_backend(args.backend)
     from edge_boneage.train import TrainConfig, train
 
+    from edge_boneage.train import RECIPES
+
+    kw = dict(RECIPES[args.recipe])
+    for name in ("size", "frame", "crop", "epochs", "batch", "lr", "optimizer", "weight_decay", "schedule",
+                 "warmup_epochs", "ema", "pretrained", "age_loss_weight", "probs_loss_weight", "sigma_years"):
+        v = getattr(args, name)
+        if v is not None:
+            kw[name] = None if v == "none" and name in ("crop", "pretrained") else v
     cfg = TrainConfig(
         model=args.model, model_args=parse_model_args(args.model_arg), data=args.data, synth_n=args.synth_n,
         rsna_dir=args.rsna_dir, labels_csv=args.labels_csv, image_dir=args.image_dir, limit=args.limit,
-        size=args.size, enhance=args.enhance, val_fraction=args.val_fraction, epochs=args.epochs, batch=args.batch,
-        lr=args.lr, augment=args.augment, age_loss_weight=args.age_loss_weight, label_smoothing=args.label_smoothing,
-        sigma_years=args.sigma_years, bn_momentum=args.bn_momentum, seed=args.seed, out=args.out, resume=args.resume,
-        mixed_precision=args.mixed_precision, backend_note=args.note, verbose=args.verbose)
+        enhance=args.enhance, val_fraction=args.val_fraction, split=args.split, augment=args.augment,
+        label_smoothing=args.label_smoothing, bn_momentum=args.bn_momentum, seed=args.seed, out=args.out,
+        resume=args.resume, mixed_precision=args.mixed_precision, backend_note=args.note, verbose=args.verbose,
+        **{"recipe": args.recipe, **kw})
     r = train(cfg)
     print(f"trained {cfg.model}: epochs {r.initial_epoch}..{r.epochs_done - 1} this run, {r.epochs_done} in total, "
           f"{r.seconds:.1f} s")
