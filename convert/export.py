@@ -209,7 +209,9 @@ def age_data(model, source: str, n: int, *, seed: int, rsna_dir=None, enhance=No
         if len(samples) < offset + n:
             raise EdgeBoneageError(f"{base / 'labels.csv'}: only {len(samples)} samples, need {offset + n}")
         order = np.random.default_rng(seed).permutation(len(samples))[offset:offset + n]
-        spec = PreprocessSpec(input_size=size, enhance=enhance)
+        from edge_boneage.preprocess import spec_of_keras_model
+
+        spec = spec_of_keras_model(model, enhance=enhance)
         picked = [samples[i] for i in order]
         images = np.stack([spec.apply(read_image(s.path)[0]) for s in picked])
         male = np.array([bool(s.male) for s in picked])
@@ -356,10 +358,18 @@ def _outputs_meaning(model, task: str) -> dict:
     if task == "age":
         from keras_models.mobilenet import AGE_CENTRES_MONTHS
 
+        try:
+            from edge_boneage.calibrate import age_layer
+
+            layer = age_layer(model)
+            centres, calibration = list(layer.centres), getattr(layer, "calibration", None)
+        except EdgeBoneageError:
+            centres, calibration = list(AGE_CENTRES_MONTHS), None
         return {"age": {"shape": ["batch", 1], "unit": "months", "meaning": "expected bone age = sum_k probs_k * "
-                        "class_centres_months_k"},
+                        "class_centres_months_k", "calibration": calibration},
                 "probs": {"shape": ["batch", 19], "meaning": "probabilities of the 19 one-year classes; class k = "
-                          "[12k, 12k+12) months", "class_centres_months": list(AGE_CENTRES_MONTHS)}}
+                          "[12k, 12k+12) months (centres: bias-corrected when age.calibration is set)",
+                          "class_centres_months": centres}}
     from keras_models.resnext import BONES, GRADES_PER_BONE
 
     return {"probs": {"shape": ["batch", 8], "meaning": "TW3 RUS stage probabilities, grades B..I (index 0 = B)",
@@ -385,7 +395,9 @@ def build_metadata(model, keras_path: Path, task: str, info: dict, parity: dict,
 
     size, ch = _image_shape(model)
     names = input_specs(model)
-    preprocess = PreprocessSpec(input_size=size, enhance=src.get("enhance")).to_dict() if ch == 1 else None
+    from edge_boneage.preprocess import spec_of_keras_model
+
+    preprocess = spec_of_keras_model(model, enhance=src.get("enhance")).to_dict() if ch == 1 else None
     digest = hashlib.sha256(keras_path.read_bytes()).hexdigest()
     kept = info.get("float_layer_types") or {}
     return {

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
-HAND_RULE = "otsu128-open5-refine80-largest-square-v1"
+HAND_RULE = "otsu128-open5-refine80-largest-square-v1"  # (the name of the first version; frozen: models carry it)
 WORK_SIZE = 128
 DEFAULT_MARGIN = 0.04
 
@@ -60,7 +60,7 @@ class HandBox:
     def to_dict(self) -> dict:
         d = asdict(self)
         d.update({"x0": self.x0, "y0": self.y0, "x1": self.x0 + self.w, "y1": self.y0 + self.h})
-        return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in d.items()}
+        return {k: (round(float(v), 3) if isinstance(v, (float, np.floating)) else v) for k, v in d.items()}
 
 
 def _largest_component(mask: np.ndarray) -> np.ndarray | None:

@@ -53,6 +53,7 @@ class Prediction:
     input_size: int
     latency_ms: float
     image_meta: dict = field(default_factory=dict)
+    hand_box: dict | None = None  # the located hand's crop box in image pixels (models with crop="hand")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -99,14 +100,15 @@ class AgePredictor:
         self.spec = PreprocessSpec.from_dict(spec) if spec else PreprocessSpec(input_size=self.size)
 
     def _init_keras(self) -> None:
-        from edge_boneage.preprocess import PreprocessSpec
         from edge_boneage.train import load_model, model_input_names, model_input_size
 
         self.kind = "keras"
         self.model = load_model(self.path)
         self.size = model_input_size(self.model)
         self.needs_sex = "sex" in model_input_names(self.model)
-        self.spec = PreprocessSpec(input_size=self.size)
+        from edge_boneage.preprocess import spec_of_keras_model
+
+        self.spec = spec_of_keras_model(self.model)
 
     def run(self, image: np.ndarray, male: float | None) -> dict[str, np.ndarray]:
         feed = {"image": image[None, :, :, None].astype(np.uint8)}
@@ -129,7 +131,7 @@ def predict_image(predictor: AgePredictor, image_path: str | os.PathLike, sex=No
 
     male = parse_sex(sex)
     img, meta = read_image(image_path)
-    x = predictor.spec.apply(img)
+    x, box = predictor.spec.apply_with_box(img)
     t0 = time.perf_counter()
     out = predictor.run(x, male)
     latency = (time.perf_counter() - t0) * 1e3
@@ -143,7 +145,7 @@ def predict_image(predictor: AgePredictor, image_path: str | os.PathLike, sex=No
         sex=None if male is None or not predictor.needs_sex else ("M" if male else "F"),
         probs=None if probs is None else [float(p) for p in np.asarray(probs).reshape(-1)],
         class_centres_months=predictor.class_centres if probs is not None else None,
-        input_size=predictor.size, latency_ms=latency, image_meta=meta.to_dict(),
+        input_size=predictor.size, latency_ms=latency, image_meta=meta.to_dict(), hand_box=box,
     )
 
 

@@ -286,7 +286,26 @@ class PreprocessSpec:
         return cls.from_dict(json.loads(text))
 
 
+def spec_of_keras_model(model, *, enhance: str | None = None) -> PreprocessSpec:
+    """The input contract a Keras model carries (a layer's ``preprocess`` config, see
+    keras_models.mobilenet.CastToFloat); models saved before contracts existed get the version-1 default
+    (letterbox, no crop) at their input size, with `enhance` as their run recorded it. No Keras import here."""
+    for layer in getattr(model, "layers", []):
+        d = getattr(layer, "preprocess", None)
+        if isinstance(d, dict) and d:
+            return PreprocessSpec.from_dict(d)
+    size = None
+    for t in getattr(model, "inputs", []):
+        if t.name.split(":")[0] == "image" or len(t.shape) == 4:
+            size = int(t.shape[1])
+            break
+    if size is None:
+        raise ValueError(f"model {getattr(model, 'name', '?')!r} has no (B,S,S,1) image input")
+    return PreprocessSpec(input_size=size, enhance=enhance, version=1)
+
+
 __all__ = [
+    "spec_of_keras_model",
     "ENHANCE_CHOICES",
     "PreprocessSpec",
     "clahe",

@@ -546,6 +546,12 @@ class _TFLiteAgeModel:
         shape = list(details["image"].get("shape_signature", details["image"]["shape"]))
         self.size = int(shape[1])
         self.input_names = set(self.model.input_names)
+        from edge_boneage.preprocess import PreprocessSpec
+        from edge_boneage.tflite_meta import read_metadata
+
+        meta = read_metadata(path) or {}
+        d = (meta.get("input") or {}).get("preprocess") or meta.get("preprocess")
+        self.spec = PreprocessSpec.from_dict(d) if d else PreprocessSpec(input_size=self.size, version=1)
 
     def predict(self, x: dict) -> np.ndarray:
         out = self.model({k: v for k, v in x.items() if k in self.input_names})
@@ -563,6 +569,9 @@ class _KerasAgeModel:
         self.model = load_model(path)
         self.size = model_input_size(self.model)
         self.input_names = set(model_input_names(self.model))
+        from edge_boneage.preprocess import spec_of_keras_model
+
+        self.spec = spec_of_keras_model(self.model)
 
     def predict(self, x: dict) -> np.ndarray:
         out = self.model.predict_on_batch({k: v for k, v in x.items() if k in self.input_names})

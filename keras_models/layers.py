@@ -228,9 +228,10 @@ class SoftmaxExpectation(keras.layers.Layer):
     Default centres are the 19 one-year bone-age bin centres in MONTHS (12k+6); see docs/LAYERS.md for why not [1..19].
     """
 
-    def __init__(self, centres=None, **kwargs):
+    def __init__(self, centres=None, calibration=None, **kwargs):
         super().__init__(**kwargs)
         self.centres = [float(c) for c in (BONE_AGE_CLASS_CENTRES_MONTHS if centres is None else centres)]
+        self.calibration = list(calibration) if calibration else None  # bias corrections folded in (calibrate.py)
 
     def build(self, input_shape):
         if input_shape[-1] is not None and int(input_shape[-1]) != len(self.centres):
@@ -244,4 +245,7 @@ class SoftmaxExpectation(keras.layers.Layer):
         return tuple(input_shape[:-1]) + (1,)
 
     def get_config(self):
-        return {**super().get_config(), "centres": list(self.centres)}
+        cfg = {**super().get_config(), "centres": list(self.centres)}
+        if self.calibration:
+            cfg["calibration"] = list(self.calibration)
+        return cfg

@@ -257,15 +257,16 @@ def _recognition_net(x, *, width, depth_out, name):
 @register_model("mobilenetv3_large", task="age",
                 description="Plain MobileNetV3-Large -> GAP -> (sex) -> FC -> 19-way softmax -> expected age")
 def build_mobilenetv3_large(input_size=224, *, use_sex=True, alpha=1.0, minimalistic=False, backbone_channels=3,
-                            sex_units=16, dropout=0.2, name="mobilenetv3_large"):
+                            sex_units=16, dropout=0.2, preprocess=None, name="mobilenetv3_large"):
     """Plain MobileNetV3-Large age regressor (baseline for RIL-MobileNetV3-Large, same inputs/head/outputs).
 
     Knobs: input_size (>= 32), alpha (width; any > 0 with random init), minimalistic, backbone_channels (1, or 3 =
-    grey repeated), use_sex, sex_units (sex embedding width), dropout before the final FC.
+    grey repeated), use_sex, sex_units (sex embedding width), dropout before the final FC; preprocess: the input
+    contract dict carried in the model (CastToFloat).
     """
     _check_common(input_size, alpha, backbone_channels)
     image, sex = _inputs(input_size, use_sex)
-    x = CastToFloat(name="to_float")(image)
+    x = CastToFloat(preprocess=preprocess, name="to_float")(image)
     x = _to_backbone_range(x, backbone_channels)
     backbone = _backbone(x, alpha, minimalistic)
     feat = layers.GlobalAveragePooling2D(name="global_pool")(backbone.output)
@@ -280,7 +281,7 @@ def build_ril_mobilenetv3_large(input_size=224, *, use_sex=True, lbp="ror", alph
                                 backbone_channels=3, num_regions=9, region_dim=512, crop_size=8,
                                 crop_from="stride8", shared_recognition=True, recognition_width=None,
                                 loc_units=128, init_scale=0.4, min_scale=0.1, max_scale=0.9,
-                                sex_units=16, dropout=0.2, name="ril_mobilenetv3_large"):
+                                sex_units=16, dropout=0.2, preprocess=None, name="ril_mobilenetv3_large"):
     """RIL-MobileNetV3-Large age regressor.
 
     lbp: "ror" (rotation-invariant, the paper's choice), "default" (plain 8-neighbour LBP) or "none" (raw grey),
@@ -300,7 +301,7 @@ def build_ril_mobilenetv3_large(input_size=224, *, use_sex=True, lbp="ror", alph
                          f"{num_regions}, {region_dim}, {crop_size}")
 
     image, sex = _inputs(input_size, use_sex)
-    x = CastToFloat(name="to_float")(image)
+    x = CastToFloat(preprocess=preprocess, name="to_float")(image)
     if lbp != "none":
         x = LocalBinaryPattern(method=lbp, name=f"lbp_{lbp}")(x)  # codes 0..255, same range as grey
     x = _to_backbone_range(x, backbone_channels)

@@ -77,14 +77,17 @@ exit 0
     bad = be.run_tflite(broken, None, threads=1)
     be.close()
     calls = log.read_text().splitlines()
+    remote = be.remote  # a fresh folder of this run's own: close() removes it and nothing else
+    assert remote.startswith("/data/local/tmp/edge_boneage_bench_") and remote != D.make_backend(
+        "adb:SER1", benchmark_model_bin=str(binary), adb=str(fake)).remote
     assert all(c.startswith("-s SER1 ") for c in calls)
-    assert any(f"push {binary} /data/local/tmp/edge_boneage_bench/benchmark_model" in c for c in calls)
-    assert any(f"push {model} /data/local/tmp/edge_boneage_bench/m_int8.tflite" in c for c in calls)
-    assert any("--graph=/data/local/tmp/edge_boneage_bench/m_int8.tflite --num_threads=2 --num_runs=50 "
+    assert any(f"push {binary} {remote}/benchmark_model" in c for c in calls)
+    assert any(f"push {model} {remote}/m_int8.tflite" in c for c in calls)
+    assert any(f"--graph={remote}/m_int8.tflite --num_threads=2 --num_runs=50 "
                "--warmup_runs=5" in c for c in calls)
     assert res["ok"] and res["timing_us"]["avg"] == 22684.2 and res["model_bytes"] == 100
     assert not bad["ok"] and "ERROR: Failed to mmap model" in bad["error"]
-    assert calls[-1].endswith("rm -rf /data/local/tmp/edge_boneage_bench")
+    assert calls[-1].endswith(f"rm -rf {remote}")
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -7,9 +7,12 @@ or {"ok": False, "error": one line, "crashed": bool, "returncode": int}; a crash
 * ``ssh:user@host[:port]``: copies device_runner.py, the packed evaluation sets (.npz of preprocessed uint8
   images + labels) and the models into a fresh temporary folder on the box (scp), runs the runner there with the
   box's python3 (numpy + ai-edge-litert or tflite-runtime needed there), one ssh command per variant, copies the
-  result JSON back, and removes the folder at the end.
+  result JSON back, and removes the folder at the end. A user or host that starts with ``-`` is refused, every
+  ssh/scp command puts ``--`` before the host / file operands, local operands are absolute paths (no operand reads
+  as an option, no local ``a:b`` reads as a remote) and every word of a remote command is shlex-quoted.
 * ``adb[:serial]``: pushes the model and a LiteRT ``benchmark_model`` binary (``--benchmark-model-bin``; it
-  cannot be downloaded here) to /data/local/tmp and parses the binary's summary lines
+  cannot be downloaded here) to a fresh /data/local/tmp/edge_boneage_bench_* folder (removed at the end; every
+  word sent to ``adb shell`` is shlex-quoted) and parses the binary's summary lines
   (``parse_benchmark_model_output``). benchmark_model feeds random inputs, so adb rows carry latency and memory
   only, no accuracy; its statistics have median/p5/p95 but no p90.
 """
@@ -67,7 +70,8 @@ class LocalBackend:
     def run_tflite(self, model, eval_npz, *, threads=1, runs=50, warmup=5, timeout=600.0) -> dict:
         with tempfile.TemporaryDirectory(prefix="edge_boneage_bench_") as tmp:
             out = Path(tmp) / "result.json"
-            cmd = [self.python, str(RUNNER)] + _runner_args(str(model), str(eval_npz), threads, runs, warmup, str(out))
+            cmd = [self.python, str(RUNNER)] + _runner_args(os.path.abspath(model), os.path.abspath(eval_npz), threads,
+                                                            runs, warmup, str(out))
             return run_child(cmd, out, timeout=timeout, env=self.env)
 
     def close(self) -> None:
@@ -102,10 +106,17 @@ def run_child(cmd: list[str], out: Path, *, timeout: float, env: dict | None = N
 
 
 def parse_ssh_target(spec: str) -> tuple[str, int | None]:
-    """'user@host[:port]' -> ('user@host', port or None)."""
+    """'user@host[:port]' -> ('user@host', port or None); a user or host that starts with '-' is refused (ssh would
+    read it as an option, e.g. -oProxyCommand=...)."""
+    where = "--device ssh:" + " ".join(spec.split())  # one line, whatever the value holds
+    user, _, host = spec.rpartition("@")
+    for what, part in (("user", user), ("host", host)):
+        if part.startswith("-"):
+            raise EdgeBoneageError(f"{where}: the {what} {part!r} starts with '-' (ssh would read it as an option); "
+                                   "expected ssh:user@host[:port]")
     m = re.fullmatch(r"([^\s:@]+@)?([^\s:@]+)(?::(\d+))?", spec)
     if not m:
-        raise EdgeBoneageError(f"--device ssh:{spec}: expected ssh:user@host[:port]")
+        raise EdgeBoneageError(f"{where}: expected ssh:user@host[:port]")
     return f"{m.group(1) or ''}{m.group(2)}", (int(m.group(3)) if m.group(3) else None)
 
 
@@ -120,12 +131,12 @@ class SSHBackend:
 
     def _ssh(self, command: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
         port = ["-p", str(self.port)] if self.port else []
-        return subprocess.run(["ssh", *port, *self.opts, self.dest, command], capture_output=True, text=True,
+        return subprocess.run(["ssh", *port, *self.opts, "--", self.dest, command], capture_output=True, text=True,
                               timeout=timeout)
 
     def _scp(self, srcs: list[str], dst: str, timeout: float = 600.0) -> subprocess.CompletedProcess:
         port = ["-P", str(self.port)] if self.port else []
-        return subprocess.run(["scp", "-q", *port, *self.opts, *srcs, dst], capture_output=True, text=True,
+        return subprocess.run(["scp", "-q", *port, *self.opts, "--", *srcs, dst], capture_output=True, text=True,
                               timeout=timeout)
 
     def prepare(self, files) -> None:
@@ -143,7 +154,7 @@ class SSHBackend:
             raise EdgeBoneageError(f"{self.name}: two files to copy share a name: {sorted(names)}")
         if not todo:
             return
-        r = self._scp(todo, f"{self.dest}:{self.remote_dir}/")
+        r = self._scp([os.path.abspath(f) for f in todo], f"{self.dest}:{self.remote_dir}/")
         if r.returncode != 0:
             raise EdgeBoneageError(f"{self.name}: scp failed ({_last_line(r.stderr)})")
         for f in todo:
@@ -153,7 +164,8 @@ class SSHBackend:
         self.copy([str(model), str(eval_npz)])
         rdir = self.remote_dir
         out_name = f"result_{uuid.uuid4().hex[:8]}.json"
-        args = _runner_args(Path(model).name, Path(eval_npz).name, threads, runs, warmup, out_name)
+        # ./NAME: a file name that starts with '-' must not read as an option of the runner
+        args = _runner_args(f"./{Path(model).name}", f"./{Path(eval_npz).name}", threads, runs, warmup, out_name)
         cmd = (f"cd {shlex.quote(rdir)} && {shlex.quote(self.remote_python)} device_runner.py "
                + " ".join(shlex.quote(a) for a in args))
         try:
@@ -228,7 +240,7 @@ def parse_benchmark_model_output(text: str) -> dict:
 
 
 class ADBBackend:
-    REMOTE = "/data/local/tmp/edge_boneage_bench"
+    BASE = "/data/local/tmp"
 
     def __init__(self, serial: str | None, benchmark_model_bin: str | None, *, adb: str = "adb"):
         if not benchmark_model_bin:
@@ -238,6 +250,7 @@ class ADBBackend:
             raise EdgeBoneageError(f"{benchmark_model_bin}: no such benchmark_model binary")
         self.serial, self.bin, self.adb = serial, benchmark_model_bin, adb
         self.name = f"adb:{serial}" if serial else "adb"
+        self.remote = f"{self.BASE}/edge_boneage_bench_{uuid.uuid4().hex[:12]}"  # ours alone: close() removes it
         self.pushed: set[str] = set()
 
     def _adb(self, *args, timeout: float = 600.0) -> subprocess.CompletedProcess:
@@ -247,17 +260,23 @@ class ADBBackend:
         except FileNotFoundError as exc:
             raise EdgeBoneageError(f"{self.adb}: adb not found (install android-tools-adb)") from exc
 
+    def _shell(self, *words, timeout: float = 600.0) -> subprocess.CompletedProcess:
+        """`adb shell` joins its arguments into ONE command line for the device's shell: send it as one string of
+        shlex-quoted words, so no file name can split, expand or run anything there."""
+        return self._adb("shell", " ".join(shlex.quote(str(w)) for w in words), timeout=timeout)
+
     def prepare(self, files) -> None:
-        r = self._adb("shell", f"mkdir -p {self.REMOTE}", timeout=60)
+        r = self._shell("mkdir", "-p", self.remote, timeout=60)
         if r.returncode != 0:
             raise EdgeBoneageError(f"{self.name}: adb shell failed ({_last_line(r.stderr or r.stdout)})")
         self._push(self.bin, "benchmark_model")
-        self._adb("shell", f"chmod 755 {self.REMOTE}/benchmark_model", timeout=60)
+        self._shell("chmod", "755", f"{self.remote}/benchmark_model", timeout=60)
 
     def _push(self, local: str, name: str) -> None:
         if name in self.pushed:
             return
-        r = self._adb("push", str(local), f"{self.REMOTE}/{name}")
+        # adb push takes its paths verbatim (no device shell); an absolute local path never reads as an option
+        r = self._adb("push", os.path.abspath(local), f"{self.remote}/{name}")
         if r.returncode != 0:
             raise EdgeBoneageError(f"{self.name}: adb push {local} failed ({_last_line(r.stderr or r.stdout)})")
         self.pushed.add(name)
@@ -265,10 +284,10 @@ class ADBBackend:
     def run_tflite(self, model, eval_npz=None, *, threads=1, runs=50, warmup=5, timeout=600.0) -> dict:
         name = Path(model).name
         self._push(str(model), name)
-        cmd = (f"{self.REMOTE}/benchmark_model --graph={self.REMOTE}/{name} --num_threads={int(threads)} "
-               f"--num_runs={int(runs)} --warmup_runs={int(warmup)} --report_peak_memory_footprint=true")
+        cmd = [f"{self.remote}/benchmark_model", f"--graph={self.remote}/{name}", f"--num_threads={int(threads)}",
+               f"--num_runs={int(runs)}", f"--warmup_runs={int(warmup)}", "--report_peak_memory_footprint=true"]
         try:
-            r = self._adb("shell", cmd, timeout=timeout)
+            r = self._shell(*cmd, timeout=timeout)
         except subprocess.TimeoutExpired:
             return {"ok": False, "error": f"timed out after {timeout:g} s", "crashed": False, "returncode": None}
         text = (r.stdout or "") + "\n" + (r.stderr or "")
@@ -283,16 +302,25 @@ class ADBBackend:
         return res
 
     def close(self) -> None:
-        self._adb("shell", f"rm -rf {self.REMOTE}", timeout=60)
+        self._shell("rm", "-rf", self.remote, timeout=60)
+
+
+def check_device(device: str) -> str:
+    """The --device value ('local' when empty) after the checks that need no device: run before any export."""
+    device = device or "local"
+    if device.startswith("ssh:"):
+        parse_ssh_target(device[4:])
+    elif device != "local" and device != "adb" and not device.startswith("adb:"):
+        raise EdgeBoneageError(f"--device {' '.join(device.split())}: expected local, ssh:user@host[:port] or "
+                               "adb[:serial]")
+    return device
 
 
 def make_backend(device: str, *, ssh_opts=(), remote_python: str = "python3", benchmark_model_bin=None,
                  adb: str = "adb"):
-    device = device or "local"
+    device = check_device(device)
     if device == "local":
         return LocalBackend()
     if device.startswith("ssh:"):
         return SSHBackend(device[4:], ssh_opts=ssh_opts, remote_python=remote_python)
-    if device == "adb" or device.startswith("adb:"):
-        return ADBBackend(device[4:] or None, benchmark_model_bin, adb=adb)
-    raise EdgeBoneageError(f"--device {device}: expected local, ssh:user@host[:port] or adb[:serial]")
+    return ADBBackend(device[4:] or None, benchmark_model_bin, adb=adb)

@@ -12,6 +12,10 @@ Phases (the parent imports neither TensorFlow nor Keras; everything that could c
 3. run: every (variant, runtime, threads) runs in its own child process: LiteRT rows through
    edge_boneage/device_runner.py (locally or on the device), ONNX Runtime and Keras rows through the worker.
    A crash is a row ("validation failed", the signal named), never a dead harness.
+
+Intermediate files go to a fresh folder OUT/work/run_<time>_<id>/ that the run makes and marks as its own
+(WORK_MARK); a later run removes earlier marked run folders and nothing else, so a file in OUT or OUT/work that
+this tool did not make is never deleted, and no run reuses another run's files.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import shutil
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +42,8 @@ VARIANTS = ("f32", "fp16", "dynamic", "int8")
 RUNTIMES = ("litert", "onnxruntime", "keras", "tflite_runtime")
 DATA_SOURCES = ("synth", "rsna", "csv")
 REPO_ROOT = Path(__file__).resolve().parents[2]
+WORK_MARK = ".edge_boneage_bench_work"  # in each run folder under OUT/work that a benchmark run made
+WORK_TOOL = "edge-boneage benchmark"
 
 
 @dataclass
@@ -126,6 +133,9 @@ def load_config(path: str | os.PathLike) -> BenchConfig:
 
 
 def validate(cfg: BenchConfig, where: str = "config") -> None:
+    from edge_boneage.bench.devices import check_device
+
+    check_device(cfg.device)  # a bad or hostile --device fails now, not after the export phase
     bad = [v for v in cfg.variants if v not in VARIANTS]
     if bad:
         raise EdgeBoneageError(f"{where}: unknown variants {bad}; choose from {', '.join(VARIANTS)}")
@@ -407,6 +417,34 @@ def _load_average() -> list[float] | None:
         return None
 
 
+def _is_our_work(d: Path) -> bool:
+    """Whether `d` is a run folder a benchmark run made (a real folder holding a WORK_MARK that names this tool)."""
+    mark = d / WORK_MARK
+    if d.is_symlink() or not d.is_dir() or mark.is_symlink() or not mark.is_file():
+        return False
+    try:
+        return json.loads(mark.read_text()).get("tool") == WORK_TOOL
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def new_work_dir(out: Path, log=print) -> Path:
+    """Remove the run folders earlier runs made under OUT/work (only those: any other file stays) and make a fresh,
+    marked one for this run: every number comes from this run, never from a stale file."""
+    root = out / "work"
+    if (root.exists() or root.is_symlink()) and not root.is_dir():
+        raise EdgeBoneageError(f"{root}: exists and is not a folder; move it away or choose another --out")
+    root.mkdir(parents=True, exist_ok=True)
+    for d in sorted(root.iterdir()):
+        if _is_our_work(d):
+            shutil.rmtree(d)
+            log(f"removed the earlier run's work folder {d}")
+    work = root / f"run_{time.strftime('%Y%m%d_%H%M%S')}_{uuid.uuid4().hex[:8]}"
+    work.mkdir()
+    (work / WORK_MARK).write_text(json.dumps({"tool": WORK_TOOL, "version": __version__, "pid": os.getpid()}))
+    return work
+
+
 def run_benchmark(cfg: BenchConfig, log=print) -> dict:
     """Export, run and report; returns the report dict (rows, ratios, environment, files)."""
     from edge_boneage.bench import report as Rep
@@ -414,10 +452,7 @@ def run_benchmark(cfg: BenchConfig, log=print) -> dict:
 
     validate(cfg)
     out = Path(cfg.out)
-    work = out / "work"
-    if work.is_dir():  # never reuse files of an earlier run: every number comes from this run
-        shutil.rmtree(work)
-    work.mkdir(parents=True, exist_ok=True)
+    work = new_work_dir(out, log)
     t_start = time.time()
     load_before = _load_average()
     device = cfg.device or "local"
@@ -559,8 +594,9 @@ def run_benchmark(cfg: BenchConfig, log=print) -> dict:
         if mm["weights"]:
             text += f"\n{label}: {mm['weights']}"
     text += "".join(f"\n{line}" for line in _xnnpack_int8_notes(rows))
-    report = {"title": cfg.title, "config": _jsonable(cfg.to_json()), "device": device, "environment": env,
-              "cpu_peak": peak, "models": models_meta, "rows": _jsonable(rows), "ratios": ratios, "text": text}
+    report = {"title": cfg.title, "config": _jsonable(cfg.to_json()), "device": device, "work_dir": str(work),
+              "environment": env, "cpu_peak": peak, "models": models_meta, "rows": _jsonable(rows), "ratios": ratios,
+              "text": text}
     Rep.write_outputs(report, out)
     return report
 

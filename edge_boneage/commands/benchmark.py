@@ -5,7 +5,9 @@
     edge-boneage benchmark --model m.tflite --device ssh:pi@192.168.1.20 --remote-python python3
     edge-boneage benchmark --model m.tflite --device adb:SERIAL --benchmark-model-bin ./benchmark_model
 
-Writes benchmark.json, benchmark.csv, benchmark.txt and pareto.png into --out and prints the table and ratios.
+Writes benchmark.json, benchmark.csv, benchmark.txt and pareto.png into --out and prints the table and ratios. The
+exported files and other intermediates go to a fresh --out/work/run_*/ folder; a new run removes only the run_*
+folders earlier runs made (marked as such), never another file in --out or --out/work.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ def register(subparsers) -> None:
                    help="extra ssh/scp option, repeatable, e.g. --ssh-opt=-i --ssh-opt=~/.ssh/box_key")
     p.add_argument("--remote-python", help="python on the ssh box (default python3; needs numpy + ai-edge-litert)")
     p.add_argument("--benchmark-model-bin", help="LiteRT benchmark_model binary for --device adb")
-    p.add_argument("--out", help="report folder (default runs/benchmark)")
+    p.add_argument("--out", help="report folder (default runs/benchmark); intermediates in OUT/work/run_*/")
     p.set_defaults(func=handler)
 
 

@@ -43,9 +43,14 @@ def handler(args) -> int:
     else:
         if not args.data:
             raise EdgeBoneageError("no data: give --data synth|rsna|csv or --from-run RUN_DIR")
+        spec = model.spec  # the model's own input contract (frame, hand crop, enhancement)
+        if args.enhance and (args.enhance if args.enhance != "none" else None) != spec.enhance:
+            raise EdgeBoneageError(f"{args.model}: the model was trained with enhance={spec.enhance}; "
+                                   f"--enhance {args.enhance} would feed it differently made images")
         cfg = T.TrainConfig(data=args.data, synth_n=args.synth_n, rsna_dir=args.rsna_dir, labels_csv=args.labels_csv,
-                            image_dir=args.image_dir, limit=args.limit, size=model.size, enhance=args.enhance,
-                            seed=args.seed)
+                            image_dir=args.image_dir, limit=args.limit, size=model.size,
+                            enhance=spec.enhance if spec.version > 1 else args.enhance, frame=spec.frame,
+                            crop=spec.crop, seed=args.seed)
         source = T.load_source(cfg)
         meta = {"data": args.data, "seed": args.seed if args.data == "synth" else None,
                 "rsna_dir": args.rsna_dir, "csv": args.labels_csv, "limit": args.limit}

