@@ -121,18 +121,10 @@ def test_box_reported_in_original_pixels_for_letterbox():
 
 
 def test_hand_drawn_boxes_on_rsna(rsna_dir):
-    """Median IoU >= 0.8 of the localiser's tight box with boxes drawn by hand on real radiographs."""
-    from edge_boneage.io import read_image
+    """Median IoU >= 0.85 per set of the localiser's tight box with boxes drawn by hand on real radiographs."""
+    from benchmarks.hand_iou import BOXES, measure
 
-    path = REPO / "benchmarks" / "data" / "hand_boxes.json"
-    if not path.is_file():
-        pytest.skip(f"{path} not present")
-    items = json.loads(path.read_text())["images"]
-    ious = []
-    for it in items:
-        f = rsna_dir / ("fullres" if it["set"] == "fullres" else "img100") / f"{it['id']}.png"
-        img, _ = read_image(f)
-        hb = locate_hand(img)  # the squeezed frame (the packaged model's rule) is the image itself
-        ious.append(iou(tight(hb), it["box"]))
-    assert len(ious) >= 40
-    assert float(np.median(ious)) >= 0.8, sorted(ious)[:10]
+    res = measure(rsna_dir, BOXES)
+    assert sorted(res) == ["fullres", "img100"] and all(len(v) == 30 for v in res.values())
+    for st, v in res.items():
+        assert float(np.median([i for _, i in v])) >= 0.85, (st, sorted(v, key=lambda t: t[1])[:5])
