@@ -201,3 +201,15 @@ def test_bad_options():
         build_model("efficientnet_lite0", input_size=S, variant="lite9")
     with pytest.raises(ValueError, match="lbp"):
         build_model("ril_efficientnet_lite0", input_size=S, lbp="circle")
+
+
+def test_models_verb_lists_the_registry(capsys):
+    import json
+
+    from edge_boneage.cli import main
+
+    assert main(["models", "--json"]) == 0
+    rows = {r["name"]: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert {"efficientnet_lite0", "ril_efficientnet_lite0", "ril_mobilenetv3_large", "csp_resnext50_tw3"} <= set(rows)
+    assert rows["efficientnet_lite0"]["task"] == "age" and rows["efficientnet_lite0"]["inputs"] == ["image", "sex"]
+    assert rows["efficientnet_lite0"]["default_contract"]["crop"] == "hand"

@@ -26,8 +26,12 @@ def _print_human(pred, top: int) -> None:
     if pred.probs:
         order = sorted(range(len(pred.probs)), key=lambda k: -pred.probs[k])[:top]
         for k in order:
-            c = pred.class_centres_months[k]
-            print(f"    class {k:2d} ({(c - 6) / 12:4.1f}-{(c + 6) / 12:4.1f} y): p={pred.probs[k]:.3f}")
+            print(f"    class {k:2d} ({k:2d}-{k + 1:2d} y): p={pred.probs[k]:.3f}")
+    if pred.hand_box:
+        b = pred.hand_box
+        found = "" if b.get("found") else " (no hand found: whole image)"
+        print(f"    hand box x {b['hand_x0']:.0f}-{b['hand_x1']:.0f}, y {b['hand_y0']:.0f}-{b['hand_y1']:.0f} px{found}; "
+              f"crop x {b['x0']:.0f}-{b['x1']:.0f}, y {b['y0']:.0f}-{b['y1']:.0f}")
     print(f"    model {pred.model} ({pred.input_size}x{pred.input_size}), {pred.latency_ms:.1f} ms")
 
 
