@@ -206,6 +206,10 @@ def age_data(model, source: str, n: int, *, seed: int, rsna_dir=None, enhance=No
         base = Path(rsna_dir)
         result = datasets.load_rsna_csv(base / "labels.csv", base / "img100", check_files=False)
         samples = list(result.samples)
+        if (base / "fullres.csv").is_file():  # calibrate / check on the protocol's training split only, so that no
+            from edge_boneage.train import protocol_split  # validation or test image chooses a quantisation scale
+
+            samples = list(protocol_split(samples, base)[0])
         if len(samples) < offset + n:
             raise EdgeBoneageError(f"{base / 'labels.csv'}: only {len(samples)} samples, need {offset + n}")
         order = np.random.default_rng(seed).permutation(len(samples))[offset:offset + n]
@@ -430,9 +434,9 @@ def build_metadata(model, keras_path: Path, task: str, info: dict, parity: dict,
 
 
 def _island_reasons() -> dict:
-    from convert.quantize import FLOAT_ISLAND_TYPES
+    from convert.quantize import _FEEDS_EXPECTATION, FLOAT_ISLAND_TYPES
 
-    return dict(FLOAT_ISLAND_TYPES)
+    return {**FLOAT_ISLAND_TYPES, "Dense": _FEEDS_EXPECTATION}
 
 
 # ---------------------------------------------------------------------------------------------------------------

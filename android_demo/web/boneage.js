@@ -1,5 +1,5 @@
 // edge-boneage browser core: .tflite metadata, preprocessing (docs/PREPROCESSING.md, bit-exact with OpenCV's
-// INTER_AREA for uint8), output decoding. No DOM and no LiteRT here, so it can be unit-tested anywhere.
+// INTER_AREA, GaussianBlur, Otsu, morphology and connected components for uint8), the hand crop, output decoding. No DOM and no LiteRT here, so it can be unit-tested anywhere.
 // The Java port (android_demo/app/src/main/java/org/edgeboneage/core/) follows this file line by line.
 
 export const METADATA_NAME = "edge_boneage";
@@ -122,28 +122,74 @@ export function readMetadata(bytes, name = METADATA_NAME) {
   }
 }
 
-/** The preprocessing spec of a model: metadata.preprocess, else defaults with the model's input size. */
+// The contract this file implements (edge_boneage.preprocess.PreprocessSpec, edge_boneage.handcrop.HAND_RULE).
+// Anything else in a model's metadata is refused, never approximated.
+export const SPEC_VERSIONS = [1, 2];
+export const LETTERBOX_RULE = "centre-pad-extra-bottom-right";
+export const RESIZE_RULE = "cv2.INTER_AREA";
+export const FRAME_CHOICES = ["letterbox", "squeeze"];
+export const HAND_RULE = "otsu128-open5-refine80-largest-square-v1";
+export const HAND_WORK_SIZE = 128;
+export const HAND_DEFAULT_MARGIN = 0.04;
+export const SPEC_KEYS = ["input_size", "enhance", "clahe_clip", "clahe_tiles", "dtype", "channels", "value_range",
+  "pad_value", "letterbox", "resize", "colour", "version", "frame", "crop", "crop_margin", "crop_rule", "extra"];
+
+/**
+ * The preprocessing spec of a model: metadata.preprocess (PreprocessSpec.to_dict()), else the version-1 defaults
+ * with the model's input size. Throws, naming the field, on a contract this code does not implement (a version
+ * other than 1 or 2, an unknown frame / crop / hand-crop rule / key) instead of preprocessing differently.
+ */
 export function preprocessSpec(meta, inputSize) {
   const p = (meta && meta.preprocess) || {};
+  const unknown = Object.keys(p).filter((k) => !SPEC_KEYS.includes(k));
+  if (unknown.length) throw new Error(`unsupported preprocessing spec: unknown field(s) ${unknown.join(", ")} (update the app)`);
   const spec = {
     input_size: p.input_size ?? inputSize,
     enhance: p.enhance ?? null,
     clahe_clip: p.clahe_clip ?? 2.0,
     clahe_tiles: p.clahe_tiles ?? [8, 8],
     pad_value: p.pad_value ?? 0,
-    letterbox: p.letterbox ?? "centre-pad-extra-bottom-right",
-    resize: p.resize ?? "cv2.INTER_AREA",
+    letterbox: p.letterbox ?? LETTERBOX_RULE,
+    resize: p.resize ?? RESIZE_RULE,
     version: p.version ?? 1,
+    frame: p.frame ?? "letterbox",
+    crop: p.crop ?? null,
+    crop_margin: p.crop_margin ?? HAND_DEFAULT_MARGIN,
+    crop_rule: p.crop_rule ?? null,
   };
   if (spec.enhance === "none") spec.enhance = null;
+  if (spec.crop === "none") spec.crop = null;
   if (!Number.isInteger(spec.input_size) || spec.input_size <= 0) throw new Error(`bad input size ${spec.input_size}`);
   if (inputSize && spec.input_size !== inputSize) {
     throw new Error(`metadata says input ${spec.input_size} px, the model's input tensor is ${inputSize} px`);
   }
-  if (spec.version !== 1 || spec.letterbox !== "centre-pad-extra-bottom-right" || spec.resize !== "cv2.INTER_AREA") {
-    throw new Error(`unsupported preprocessing spec (version ${spec.version}, ${spec.letterbox}, ${spec.resize})`);
+  if (!SPEC_VERSIONS.includes(spec.version)) {
+    throw new Error(`unsupported preprocessing spec version ${spec.version} (this app implements versions ` +
+                    `${SPEC_VERSIONS.join(", ")}; update the app)`);
+  }
+  if (spec.letterbox !== LETTERBOX_RULE || spec.resize !== RESIZE_RULE) {
+    throw new Error(`unsupported preprocessing spec (letterbox rule ${spec.letterbox}, resize rule ${spec.resize})`);
+  }
+  if ((p.dtype ?? "uint8") !== "uint8" || (p.channels ?? 1) !== 1 || JSON.stringify(p.value_range ?? [0, 255]) !== "[0,255]") {
+    throw new Error("unsupported preprocessing spec: the model contract is uint8, 1 channel, values 0..255");
   }
   if (![null, "clahe", "hist"].includes(spec.enhance)) throw new Error(`unknown enhance ${spec.enhance}`);
+  if (!FRAME_CHOICES.includes(spec.frame)) {
+    throw new Error(`unsupported preprocessing spec: frame rule "${spec.frame}" (this app implements ${FRAME_CHOICES.join(", ")})`);
+  }
+  if (![null, "hand"].includes(spec.crop)) {
+    throw new Error(`unsupported preprocessing spec: crop "${spec.crop}" (this app implements none, hand)`);
+  }
+  if (spec.crop === "hand") {
+    if (spec.crop_rule === null) spec.crop_rule = HAND_RULE;  // as PreprocessSpec: hand crop without a rule = this one
+    if (spec.crop_rule !== HAND_RULE) {
+      throw new Error(`unsupported preprocessing spec: hand-crop rule "${spec.crop_rule}" (this app implements ` +
+                      `"${HAND_RULE}"; update the app)`);
+    }
+    if (typeof spec.crop_margin !== "number" || !Number.isFinite(spec.crop_margin)) {
+      throw new Error(`bad crop_margin ${spec.crop_margin}`);
+    }
+  }
   return spec;
 }
 
@@ -384,13 +430,296 @@ export function clahe(img, clip = 2.0, tiles = [8, 8]) {
   return { data: out, width: W, height: H };
 }
 
-/** The whole pipeline: grey image -> letterbox -> INTER_AREA to S x S -> optional enhancement. */
-export function preprocess(grey, spec) {
+// ------------------------------------------------------------------------------------------------------------
+// Hand crop: edge_boneage.handcrop.locate_hand / crop_box (rule HAND_RULE), every OpenCV step reproduced bit for
+// bit (docs/PREPROCESSING.md, section 5). Float64 steps follow the Python code's operation order.
+
+const FLT_EPSILON = 1.1920928955078125e-7;
+
+function reflect101(p, n) {  // cv::borderInterpolate(p, n, BORDER_REFLECT_101): ... c b | a b c d | c b ...
+  if (n === 1) return 0;
+  while (p < 0 || p >= n) p = p < 0 ? -p : 2 * n - 2 - p;
+  return p;
+}
+
+/**
+ * cv2.GaussianBlur(img, (5, 5), 0) for uint8. OpenCV's 8-bit path is fixed point with the exact kernel
+ * [1, 4, 6, 4, 1] / 16 on each axis (no rounding in between), BORDER_REFLECT_101, so it equals the integer sum
+ * S = sum over the 5x5 window of k[i] * k[j] * src, rounded as (S + 128) >> 8.
+ */
+export function gaussianBlur5(img) {
+  const { data: a, width: w, height: h } = img;
+  const K = [1, 4, 6, 4, 1];
+  const xi = new Int32Array(5 * w);
+  for (let x = 0; x < w; x++) for (let k = 0; k < 5; k++) xi[5 * x + k] = reflect101(x + k - 2, w);
+  const hp = new Int32Array(w * h);
+  for (let y = 0; y < h; y++) {
+    const row = y * w;
+    for (let x = 0; x < w; x++) {
+      let s = 0;
+      for (let k = 0; k < 5; k++) s += K[k] * a[row + xi[5 * x + k]];
+      hp[row + x] = s;
+    }
+  }
+  const out = new Uint8Array(w * h);
+  const rows = new Int32Array(5);
+  for (let y = 0; y < h; y++) {
+    for (let k = 0; k < 5; k++) rows[k] = reflect101(y + k - 2, h) * w;
+    for (let x = 0; x < w; x++) {
+      let s = 0;
+      for (let k = 0; k < 5; k++) s += K[k] * hp[rows[k] + x];
+      out[y * w + x] = (s + 128) >> 8;
+    }
+  }
+  return { data: out, width: w, height: h };
+}
+
+/** The threshold cv2.threshold(vals, 0, 255, THRESH_BINARY + THRESH_OTSU) returns, from the 256-bin histogram
+ * of n values (OpenCV's getThreshVal_Otsu_8u, float64, same operation order; the first maximum wins). */
+export function otsuThreshold(hist, n) {
+  const scale = 1 / n;
+  let mu = 0;
+  for (let i = 0; i < 256; i++) mu += i * hist[i];
+  mu *= scale;
+  let mu1 = 0, q1 = 0, maxSigma = 0, maxVal = 0;
+  for (let i = 0; i < 256; i++) {
+    const pi = hist[i] * scale;
+    mu1 *= q1;
+    q1 += pi;
+    const q2 = 1 - q1;
+    if (Math.min(q1, q2) < FLT_EPSILON || Math.max(q1, q2) > 1 - FLT_EPSILON) continue;
+    mu1 = (mu1 + i * pi) / q1;
+    const mu2 = (mu - q1 * mu1) / q2;
+    const sigma = q1 * q2 * (mu1 - mu2) * (mu1 - mu2);
+    if (sigma > maxSigma) { maxSigma = sigma; maxVal = i; }
+  }
+  return maxVal;
+}
+
+// cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5)), anchor at the centre: rows 00100 / 11111 x 3 / 00100
+const ELLIPSE5 = [];
+for (let dy = -2; dy <= 2; dy++) for (let dx = -2; dx <= 2; dx++) if (Math.abs(dy) < 2 || dx === 0) ELLIPSE5.push([dy, dx]);
+
+function morph5(m, w, h, erode) {  // cv2.erode / cv2.dilate of a 0/1 mask; pixels outside the image are ignored
+  const out = new Uint8Array(w * h);  // (OpenCV's default border for morphology: +inf for erode, -inf for dilate)
+  for (let y = 0; y < h; y++) {
+    for (let x = 0; x < w; x++) {
+      let v = erode ? 1 : 0;
+      for (const [dy, dx] of ELLIPSE5) {
+        const yy = y + dy, xx = x + dx;
+        if (yy < 0 || yy >= h || xx < 0 || xx >= w) continue;
+        if (erode) v &= m[yy * w + xx]; else v |= m[yy * w + xx];
+      }
+      out[y * w + x] = v;
+    }
+  }
+  return out;
+}
+
+/** handcrop._otsu_mask: g > t, t halfway between Otsu's threshold and the mean of the values <= it (over `where`
+ * if given), then the opening (cv2.morphologyEx MORPH_OPEN, 5x5 ellipse). 0/1 Uint8Array. */
+function otsuMask(g, where) {
+  const n = g.data.length;
+  const hist = new Int32Array(256);
+  let count = 0, lo = 255, hi = 0;
+  for (let i = 0; i < n; i++) {
+    if (where && !where[i]) continue;
+    const v = g.data[i];
+    hist[v]++; count++;
+    if (v < lo) lo = v;
+    if (v > hi) hi = v;
+  }
+  const m = new Uint8Array(n);
+  if (count === 0 || lo === hi) return m;
+  let t = otsuThreshold(hist, count);
+  let sumLow = 0, nLow = 0;  // integers: exact, like numpy's float64 sum of uint8
+  for (let v = 0; v <= t; v++) { sumLow += v * hist[v]; nLow += hist[v]; }
+  t = 0.5 * (t + (nLow ? sumLow / nLow : t));
+  for (let i = 0; i < n; i++) m[i] = g.data[i] > t && (!where || where[i]) ? 1 : 0;
+  const { width: w, height: h } = g;
+  return morph5(morph5(m, w, h, true), w, h, false);
+}
+
+/**
+ * handcrop._largest_component: the largest 8-connected component of a 0/1 mask, or null. Ties: the first in
+ * cv2.connectedComponentsWithStats label order, which is NOT pixel raster order: OpenCV's 8-connectivity
+ * labelling (Bolelli's Spaghetti) scans 2x2 blocks, so labels follow each component's first 2x2 block
+ * (block row y >> 1, then block column x >> 1). Returns {mask, area, x0, y0, x1, y1} (inclusive bounds).
+ */
+function largestComponent(m, w, h) {
+  const labels = new Int32Array(w * h), stack = new Int32Array(w * h);
+  const bw = (w + 1) >> 1;
+  let n = 0, best = 0, bestArea = 0, bestKey = Infinity;
+  for (let i = 0; i < w * h; i++) {
+    if (!m[i] || labels[i]) continue;
+    n++;
+    let area = 0, key = Infinity, sp = 0;
+    labels[i] = n; stack[sp++] = i;
+    while (sp) {
+      const p = stack[--sp];
+      area++;
+      const y = (p / w) | 0, x = p - y * w;
+      const k = (y >> 1) * bw + (x >> 1);
+      if (k < key) key = k;
+      for (let yy = Math.max(y - 1, 0); yy <= Math.min(y + 1, h - 1); yy++) {
+        for (let xx = Math.max(x - 1, 0); xx <= Math.min(x + 1, w - 1); xx++) {
+          const q = yy * w + xx;
+          if (m[q] && !labels[q]) { labels[q] = n; stack[sp++] = q; }
+        }
+      }
+    }
+    if (area > bestArea || (area === bestArea && key < bestKey)) { best = n; bestArea = area; bestKey = key; }
+  }
+  if (!n) return null;
+  const mask = new Uint8Array(w * h);
+  let x0 = w, y0 = h, x1 = -1, y1 = -1;
+  for (let i = 0; i < w * h; i++) {
+    if (labels[i] !== best) continue;
+    mask[i] = 1;
+    const y = (i / w) | 0, x = i - y * w;
+    if (x < x0) x0 = x;
+    if (x > x1) x1 = x;
+    if (y < y0) y0 = y;
+    if (y > y1) y1 = y;
+  }
+  return { mask, area: bestArea, x0, y0, x1, y1 };
+}
+
+/** numpy's pairwise summation of float64 (np.add.reduce / np.mean of a contiguous 1-D array). */
+function pairwiseSum(a, lo, n) {
+  if (n < 8) {
+    let s = 0;
+    for (let i = 0; i < n; i++) s += a[lo + i];
+    return s;
+  }
+  if (n <= 128) {
+    const r = Array.from(a.subarray(lo, lo + 8));
+    let i = 8;
+    for (; i < n - (n % 8); i += 8) for (let j = 0; j < 8; j++) r[j] += a[lo + i + j];
+    let s = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+    for (; i < n; i++) s += a[lo + i];
+    return s;
+  }
+  let n2 = Math.floor(n / 2);
+  n2 -= n2 % 8;
+  return pairwiseSum(a, lo, n2) + pairwiseSum(a, lo + n2, n - n2);
+}
+
+/**
+ * edge_boneage.handcrop.locate_hand: the hand's canonical box on a frame, in frame pixels, unrounded
+ * {cx, cy, w, h, hand_x0, hand_y0, hand_x1, hand_y1, coverage, angle_deg, found}; the box's corner is
+ * (cx - w / 2, cy - h / 2).
+ */
+export function locateHand(frame, margin = HAND_DEFAULT_MARGIN) {
+  const { width: w, height: h } = frame;
+  const N = HAND_WORK_SIZE;
+  const g = gaussianBlur5(resizeArea(frame, N, N));
+  let comp = largestComponent(otsuMask(g, null), N, N);
+  if (comp && comp.area / ((comp.y1 - comp.y0 + 1) * (comp.x1 - comp.x0 + 1)) > 0.85) {  // fill ratio
+    const inner = largestComponent(otsuMask(g, comp.mask), N, N);
+    if (inner && inner.area >= 0.05 * comp.area) comp = inner;
+  }
+  if (!comp) {
+    return { cx: w / 2, cy: h / 2, w, h, hand_x0: 0, hand_y0: 0, hand_x1: w, hand_y1: h, coverage: 0, angle_deg: 0,
+             found: false };
+  }
+  const sx = w / N, sy = h / N;
+  const gx0 = comp.x0, gx1 = comp.x1 + 1, gy0 = comp.y0, gy1 = comp.y1 + 1;
+  const side = Math.max(gx1 - gx0, gy1 - gy0) * (1.0 + 2.0 * margin);  // grid units
+  const x0 = gx0 * sx, x1 = gx1 * sx, y0 = gy0 * sy, y1 = gy1 * sy;
+  // principal axis from central second moments (frame pixels), as numpy computes them (pairwise sums)
+  const n = comp.area;
+  const dx = new Float64Array(n), dy = new Float64Array(n);
+  for (let i = 0, k = 0; i < N * N; i++) {
+    if (!comp.mask[i]) continue;
+    dx[k] = ((i % N) + 0.5) * sx; dy[k] = (((i / N) | 0) + 0.5) * sy; k++;
+  }
+  const mx = pairwiseSum(dx, 0, n) / n, my = pairwiseSum(dy, 0, n) / n;
+  const xx = new Float64Array(n), yy = new Float64Array(n), xy = new Float64Array(n);
+  for (let k = 0; k < n; k++) {
+    dx[k] -= mx; dy[k] -= my;
+    xx[k] = dx[k] * dx[k]; yy[k] = dy[k] * dy[k]; xy[k] = dx[k] * dy[k];
+  }
+  const mxx = pairwiseSum(xx, 0, n) / n, myy = pairwiseSum(yy, 0, n) / n, mxy = pairwiseSum(xy, 0, n) / n;
+  const angle = 0.5 * (Math.atan2(2.0 * mxy, myy - mxx) * (180 / Math.PI));
+  return { cx: (x0 + x1) / 2.0, cy: (y0 + y1) / 2.0, w: side * sx, h: side * sy, hand_x0: x0, hand_y0: y0,
+           hand_x1: x1, hand_y1: y1, coverage: n / (N * N), angle_deg: -angle, found: true };
+}
+
+/** Python's round(x, 3) on a double: the nearest multiple of 0.001, ties to even, as the nearest double. */
+export function round3(x) {
+  if (!Number.isFinite(x)) return x;
+  const t = x * 16;
+  if (Number.isInteger(t) && t % 2 !== 0) {  // x = odd / 16 is exactly halfway between two multiples of 0.001
+    const k = Math.floor(x * 1000);  // exact: x * 1000 = k + 0.5
+    return (k % 2 === 0 ? k : k + 1) / 1000;
+  }
+  return Number(x.toFixed(3));  // otherwise toFixed rounds the exact value correctly
+}
+
+/** HandBox.to_dict(): every number rounded to 3 decimals, plus the corners x0, y0, x1, y1. */
+export function handBoxDict(hb) {
+  const x0 = hb.cx - hb.w / 2.0, y0 = hb.cy - hb.h / 2.0;
+  const d = { ...hb, x0, y0, x1: x0 + hb.w, y1: y0 + hb.h };
+  for (const k of Object.keys(d)) if (typeof d[k] === "number") d[k] = round3(d[k]);
+  return d;
+}
+
+/** handcrop.crop_box: the rectangle (x0, y0, bw, bh) of img rounded outwards to whole pixels (outside -> 0),
+ * resized to ow x oh with INTER_AREA (per-axis scales). */
+export function cropBox(img, x0, y0, bw, bh, ow, oh) {
+  const ix0 = Math.floor(x0), iy0 = Math.floor(y0);
+  const ix1 = Math.max(ix0 + 1, Math.ceil(x0 + bw)), iy1 = Math.max(iy0 + 1, Math.ceil(y0 + bh));
+  const cw = ix1 - ix0, ch = iy1 - iy0;
+  const out = new Uint8Array(cw * ch);
+  const sx0 = Math.max(ix0, 0), sy0 = Math.max(iy0, 0), sx1 = Math.min(ix1, img.width), sy1 = Math.min(iy1, img.height);
+  if (sx1 > sx0 && sy1 > sy0) {
+    for (let y = sy0; y < sy1; y++) {
+      out.set(img.data.subarray(y * img.width + sx0, y * img.width + sx1), (y - iy0) * cw + (sx0 - ix0));
+    }
+  }
+  const c = { data: out, width: cw, height: ch };
+  return cw === ow && ch === oh ? c : resizeArea(c, ow, oh);
+}
+
+/**
+ * The whole pipeline (edge_boneage.preprocess.preprocess_full / PreprocessSpec.apply_with_box):
+ * grey -> frame ("letterbox": centred square, pad value; "squeeze": the image itself) -> [crop "hand": the hand box
+ * of locateHand on the frame, cut and resized to S x S] or INTER_AREA of the frame to S x S -> optional enhancement.
+ * Returns {image, box}: box = the hand box in the original image's pixels, rounded like HandBox.to_dict(), or null.
+ */
+export function preprocessWithBox(grey, spec) {
   const S = spec.input_size;
-  let img = resizeArea(letterboxSquare(grey, spec.pad_value ?? 0), S, S);
+  const frameRule = spec.frame ?? "letterbox";
+  const crop = spec.crop === "none" ? null : spec.crop ?? null;
+  if (!FRAME_CHOICES.includes(frameRule)) throw new Error(`unknown frame rule ${frameRule}`);
+  if (crop !== null && crop !== "hand") throw new Error(`unknown crop ${crop}`);
+  if (crop === "hand" && (spec.crop_rule ?? HAND_RULE) !== HAND_RULE) throw new Error(`unknown hand-crop rule ${spec.crop_rule}`);
+  let frame = grey, left = 0, top = 0;
+  if (frameRule === "letterbox") {
+    frame = letterboxSquare(grey, spec.pad_value ?? 0);
+    left = (frame.width - grey.width) >> 1; top = (frame.height - grey.height) >> 1;
+  }
+  let img, box = null;
+  if (crop === "hand") {
+    const hb = locateHand(frame, spec.crop_margin ?? HAND_DEFAULT_MARGIN);
+    img = cropBox(frame, hb.cx - hb.w / 2.0, hb.cy - hb.h / 2.0, hb.w, hb.h, S, S);
+    box = handBoxDict(hb);
+    if (frameRule === "letterbox") {  // report in original pixels (rounded again, as Python does)
+      for (const k of ["x0", "x1", "hand_x0", "hand_x1", "cx"]) box[k] = round3(box[k] - left);
+      for (const k of ["y0", "y1", "hand_y0", "hand_y1", "cy"]) box[k] = round3(box[k] - top);
+    }
+  } else {
+    img = resizeArea(frame, S, S);
+  }
   if (spec.enhance === "hist") img = equalizeHist(img);
   else if (spec.enhance === "clahe") img = clahe(img, spec.clahe_clip ?? 2.0, spec.clahe_tiles ?? [8, 8]);
-  return img;
+  return { image: img, box };
+}
+
+/** The model input only (see preprocessWithBox). */
+export function preprocess(grey, spec) {
+  return preprocessWithBox(grey, spec).image;
 }
 
 // ------------------------------------------------------------------------------------------------------------

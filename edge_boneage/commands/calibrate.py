@@ -35,8 +35,12 @@ def handler(args) -> int:
     pred = T.predict_source(age_model, val)
     true = np.asarray(val.months, np.float64)
     a, b = calibrate.fit_linear(pred, true)
-    rec = calibrate.apply_linear(age_model.model, a, b, n=len(true), fitted_on=f"{run.name}: validation ids of run.json")
-    T.save_model_atomic(age_model.model, out)
+    import keras
+
+    model = keras.Model.from_config(age_model.model.get_config())  # same graph and config, no optimizer (shippable)
+    model.set_weights(age_model.model.get_weights())
+    rec = calibrate.apply_linear(model, a, b, n=len(true), fitted_on=f"{run.name}: validation ids of run.json")
+    T.save_model_atomic(model, out)
     after = a * pred + b
     print(f"fitted on {len(true)} validation images of {run}: age' = {a:.4f} * age {b:+.2f} months")
     print(f"validation (in-sample for the fit) MAE {np.abs(pred - true).mean():.2f} -> {np.abs(after - true).mean():.2f} "

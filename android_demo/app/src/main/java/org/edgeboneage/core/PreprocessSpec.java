@@ -1,20 +1,60 @@
 package org.edgeboneage.core;
 
+import java.util.Arrays;
+import java.util.HashSet;
 import java.util.List;
 import java.util.Map;
+import java.util.Set;
 
-/** What a model expects as input: the "preprocess" object of the edge_boneage metadata (PreprocessSpec.to_dict()). */
+/**
+ * What a model expects as input: the "preprocess" object of the edge_boneage metadata (PreprocessSpec.to_dict()).
+ * Anything this code does not implement (another spec version, frame, crop or hand-crop rule, an unknown field) is
+ * refused with an IllegalArgumentException naming it, never preprocessed differently.
+ */
 public final class PreprocessSpec {
+    public static final String LETTERBOX_RULE = "centre-pad-extra-bottom-right";
+    public static final String RESIZE_RULE = "cv2.INTER_AREA";
+    /** edge_boneage.handcrop.HAND_RULE: the one hand-localisation rule Preprocess.locateHand implements. */
+    public static final String HAND_RULE = "otsu128-open5-refine80-largest-square-v1";
+    public static final double DEFAULT_CROP_MARGIN = 0.04;
+    /** The spec versions this code reads (version 1 records have no frame / crop: letterbox, no crop). */
+    public static final int[] VERSIONS = {1, 2};
+    /** The fields of edge_boneage.preprocess.PreprocessSpec; any other key is refused. */
+    public static final Set<String> KEYS = new HashSet<String>(Arrays.asList("input_size", "enhance", "clahe_clip",
+        "clahe_tiles", "dtype", "channels", "value_range", "pad_value", "letterbox", "resize", "colour", "version",
+        "frame", "crop", "crop_margin", "crop_rule", "extra"));
+
     public final int inputSize;
     public final String enhance;  // null, "hist" or "clahe"
     public final double claheClip;
     public final int claheTilesX, claheTilesY, padValue;
+    public final String frame;  // "letterbox" or "squeeze"
+    public final String crop;  // null or "hand"
+    public final double cropMargin;
 
     public PreprocessSpec(int inputSize, String enhance, double claheClip, int claheTilesX, int claheTilesY, int padValue) {
+        this(inputSize, enhance, claheClip, claheTilesX, claheTilesY, padValue, "letterbox", null, DEFAULT_CROP_MARGIN);
+    }
+
+    public PreprocessSpec(int inputSize, String enhance, double claheClip, int claheTilesX, int claheTilesY, int padValue,
+                          String frame, String crop, double cropMargin) {
         if (inputSize <= 0) throw new IllegalArgumentException("input size must be positive, got " + inputSize);
         if ("none".equals(enhance)) enhance = null;
         if (enhance != null && !enhance.equals("hist") && !enhance.equals("clahe")) {
             throw new IllegalArgumentException("unknown enhance '" + enhance + "'");
+        }
+        if (frame == null) frame = "letterbox";
+        if (!frame.equals("letterbox") && !frame.equals("squeeze")) {
+            throw new IllegalArgumentException("unsupported preprocessing spec: frame rule '" + frame
+                + "' (this app implements letterbox, squeeze)");
+        }
+        if ("none".equals(crop)) crop = null;
+        if (crop != null && !crop.equals("hand")) {
+            throw new IllegalArgumentException("unsupported preprocessing spec: crop '" + crop
+                + "' (this app implements none, hand)");
+        }
+        if (Double.isNaN(cropMargin) || Double.isInfinite(cropMargin)) {
+            throw new IllegalArgumentException("bad crop_margin " + cropMargin);
         }
         this.inputSize = inputSize;
         this.enhance = enhance;
@@ -22,6 +62,9 @@ public final class PreprocessSpec {
         this.claheTilesX = claheTilesX;
         this.claheTilesY = claheTilesY;
         this.padValue = padValue;
+        this.frame = frame;
+        this.crop = crop;
+        this.cropMargin = cropMargin;
     }
 
     public static PreprocessSpec defaults(int inputSize) {
@@ -30,7 +73,8 @@ public final class PreprocessSpec {
 
     /**
      * From the whole metadata record (may be null: defaults). {@code modelInputSize} is the model's input tensor
-     * side (0 = unknown); a mismatch with the metadata is an error, as are other letterbox/resize rules.
+     * side (0 = unknown); a mismatch with the metadata is an error, as are other versions, letterbox/resize rules,
+     * frames, crops, hand-crop rules and unknown fields.
      */
     @SuppressWarnings("unchecked")
     public static PreprocessSpec fromMetadata(Map<String, Object> meta, int modelInputSize) {
@@ -39,18 +83,31 @@ public final class PreprocessSpec {
             if (modelInputSize <= 0) throw new IllegalArgumentException("no preprocess metadata and no input size");
             return defaults(modelInputSize);
         }
+        for (String k : p.keySet()) {
+            if (!KEYS.contains(k)) {
+                throw new IllegalArgumentException("unsupported preprocessing spec: unknown field '" + k + "' (update the app)");
+            }
+        }
         int size = ((Number) p.get("input_size")).intValue();
         if (modelInputSize > 0 && size != modelInputSize) {
             throw new IllegalArgumentException("metadata says input " + size + " px, the model's input is "
                 + modelInputSize + " px");
         }
         Object version = p.get("version");
-        if (version != null && ((Number) version).intValue() != 1) {
-            throw new IllegalArgumentException("preprocessing spec version " + version + " is not supported");
+        int v = version == null ? 1 : ((Number) version).intValue();
+        if (version != null && (((Number) version).doubleValue() != v || (v != VERSIONS[0] && v != VERSIONS[1]))) {
+            throw new IllegalArgumentException("unsupported preprocessing spec version " + version
+                + " (this app implements versions 1, 2; update the app)");
         }
         Object lb = p.get("letterbox"), rs = p.get("resize");
-        if ((lb != null && !"centre-pad-extra-bottom-right".equals(lb)) || (rs != null && !"cv2.INTER_AREA".equals(rs))) {
+        if ((lb != null && !LETTERBOX_RULE.equals(lb)) || (rs != null && !RESIZE_RULE.equals(rs))) {
             throw new IllegalArgumentException("unsupported letterbox/resize rule " + lb + "/" + rs);
+        }
+        Object dtype = p.get("dtype"), channels = p.get("channels"), range = p.get("value_range");
+        if ((dtype != null && !"uint8".equals(dtype)) || (channels != null && ((Number) channels).intValue() != 1)
+            || (range != null && !(((List<Object>) range).size() == 2 && ((Number) ((List<Object>) range).get(0)).intValue() == 0
+                                   && ((Number) ((List<Object>) range).get(1)).intValue() == 255))) {
+            throw new IllegalArgumentException("unsupported preprocessing spec: the model contract is uint8, 1 channel, values 0..255");
         }
         double clip = p.get("clahe_clip") == null ? 2.0 : ((Number) p.get("clahe_clip")).doubleValue();
         int tx = 8, ty = 8;
@@ -60,6 +117,14 @@ public final class PreprocessSpec {
             ty = ((Number) t.get(1)).intValue();
         }
         int pad = p.get("pad_value") == null ? 0 : ((Number) p.get("pad_value")).intValue();
-        return new PreprocessSpec(size, (String) p.get("enhance"), clip, tx, ty, pad);
+        String crop = (String) p.get("crop");
+        if ("none".equals(crop)) crop = null;
+        Object rule = p.get("crop_rule");
+        if ("hand".equals(crop) && rule != null && !HAND_RULE.equals(rule)) {  // no rule with a hand crop = this one
+            throw new IllegalArgumentException("unsupported preprocessing spec: hand-crop rule '" + rule
+                + "' (this app implements '" + HAND_RULE + "'; update the app)");
+        }
+        double margin = p.get("crop_margin") == null ? DEFAULT_CROP_MARGIN : ((Number) p.get("crop_margin")).doubleValue();
+        return new PreprocessSpec(size, (String) p.get("enhance"), clip, tx, ty, pad, (String) p.get("frame"), crop, margin);
     }
 }
