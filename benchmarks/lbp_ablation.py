@@ -1,4 +1,4 @@
-"""Seed 003's Table 2 LBP ablation, re-run at CPU scale: RIL-MobileNetV3-L with lbp none / default / ror.
+"""Seed 003's Table 2 LBP ablation, re-run at CPU scale: RIL-MobileNetV3-L with lbp none / default / ror (+ plain).
 
     python -m benchmarks.lbp_ablation --rsna-dir ../shared/data/rsna --root ~/runs/lbp_ablation [--epochs 12]
 
@@ -18,12 +18,14 @@ from pathlib import Path
 
 PAPER_TABLE2_MAE_YEARS = {"plain MobileNetV3-L": 0.887, "LBP (default)": 0.569, "circular LBP": 0.475,
                           "rotation-invariant LBP (ror)": 0.395}
-VARIANTS = (("none", "no LBP (grey)"), ("default", "LBP (default)"), ("ror", "rotation-invariant LBP (ror)"))
+VARIANTS = (("none", "no LBP (grey)"), ("default", "LBP (default)"), ("ror", "rotation-invariant LBP (ror)"),
+            ("plain", "plain MobileNetV3-L (no RIL head)"))
 
 
 def train_cmd(lbp: str, a, out: Path) -> list[str]:
-    cmd = [sys.executable, "-m", "edge_boneage.cli", "train", "--model", "ril_mobilenetv3_large",
-           "--model-arg", f"lbp={lbp}", "--model-arg", f"alpha={a.alpha}", "--data", "rsna",
+    model = ["--model", "mobilenetv3_large"] if lbp == "plain" else ["--model", "ril_mobilenetv3_large",
+                                                                     "--model-arg", f"lbp={lbp}"]
+    cmd = [sys.executable, "-m", "edge_boneage.cli", "train", *model, "--model-arg", f"alpha={a.alpha}", "--data", "rsna",
            "--rsna-dir", str(a.rsna_dir), "--split", "protocol", "--size", str(a.size), "--epochs", str(a.epochs),
            "--lr", str(a.lr), "--bn-momentum", "0.99", "--pretrained", "none", "--out", str(out), "--verbose", "2"]
     if (out / "state.json").is_file():
@@ -48,7 +50,7 @@ def main(argv=None) -> int:
     for lbp, label in VARIANTS:
         if a.only and lbp not in a.only:
             continue
-        out = a.root / f"ril_lbp_{lbp}"
+        out = a.root / ("plain" if lbp == "plain" else f"ril_lbp_{lbp}")
         if not a.eval_only:
             rc = subprocess.call(train_cmd(lbp, a, out))
             if rc != 0:

@@ -76,6 +76,11 @@ class ImageMeta:
     rescale: tuple[float, float] | None = None  # (slope, intercept) when a DICOM rescale was applied
     transfer_syntax: str | None = None  # DICOM transfer syntax UID
     source_range: tuple[float, float] | None = None  # (min, max) of the values that were scaled to 0..255
+    patient_sex: str | None = None  # DICOM PatientSex "M" / "F" (None: absent, "O" or anything else)
+    laterality: str | None = None  # DICOM ImageLaterality / Laterality "L" / "R" (None: absent)
+    mirrored: bool = False  # True when a right hand (laterality R) was mirrored to look like a left hand
+    chronological_age_months: float | None = None  # from PatientAge, else StudyDate - PatientBirthDate
+    chronological_age_source: str | None = None  # "PatientAge" or "StudyDate-PatientBirthDate"
 
     @property
     def height(self) -> int:
@@ -433,6 +438,10 @@ def _read_dicom(path: Path, force: bool) -> tuple[np.ndarray, ImageMeta]:
             img = (255 - img).astype(np.uint8)
             inverted = True
 
+    sex, laterality, age, age_src = dicom_patient_tags(ds)
+    mirrored = laterality == "R"
+    if mirrored:  # the models are trained on left hands: a tagged right hand is mirrored to a left one
+        img = img[:, ::-1]
     return np.ascontiguousarray(img, dtype=np.uint8), ImageMeta(
         path=str(path),
         format="DICOM",
@@ -448,7 +457,51 @@ def _read_dicom(path: Path, force: bool) -> tuple[np.ndarray, ImageMeta]:
         rescale=rescale,
         transfer_syntax=str(tsyntax) if tsyntax is not None else None,
         source_range=source_range,
+        patient_sex=sex,
+        laterality=laterality,
+        mirrored=mirrored,
+        chronological_age_months=age,
+        chronological_age_source=age_src,
     )
+
+
+def _dicom_date(value):
+    import datetime
+
+    text = str(value or "").strip()
+    try:
+        return datetime.date(int(text[0:4]), int(text[4:6]), int(text[6:8])) if len(text) >= 8 else None
+    except ValueError:
+        return None
+
+
+def dicom_patient_tags(ds) -> tuple[str | None, str | None, float | None, str | None]:
+    """(sex "M"/"F"/None, laterality "L"/"R"/None, chronological age in months or None, its source) of a dataset.
+
+    PatientAge is "nnnD|W|M|Y" (DICOM AS); without it, StudyDate (or AcquisitionDate / SeriesDate) minus
+    PatientBirthDate, in months of 30.4375 days. Malformed values count as absent.
+    """
+    sex = str(ds.get("PatientSex", "") or "").strip().upper()[:1] or None
+    sex = sex if sex in ("M", "F") else None
+    lat = None
+    for tag in ("ImageLaterality", "Laterality"):
+        v = str(ds.get(tag, "") or "").strip().upper()
+        if v in ("L", "R"):
+            lat = v
+            break
+    age, src = None, None
+    a = str(ds.get("PatientAge", "") or "").strip().upper()
+    if len(a) == 4 and a[:3].isdigit() and a[3] in "DWMY":
+        n = int(a[:3])
+        age = {"D": n / 30.4375, "W": n * 7 / 30.4375, "M": float(n), "Y": 12.0 * n}[a[3]]
+        src = "PatientAge"
+    else:
+        birth = _dicom_date(ds.get("PatientBirthDate"))
+        study = next((d for d in (_dicom_date(ds.get(t)) for t in ("StudyDate", "AcquisitionDate", "SeriesDate"))
+                      if d is not None), None)
+        if birth is not None and study is not None and study >= birth:
+            age, src = (study - birth).days / 30.4375, "StudyDate-PatientBirthDate"
+    return sex, lat, (round(age, 2) if age is not None else None), src
 
 
 __all__ = [

@@ -54,14 +54,31 @@ class Prediction:
     latency_ms: float
     image_meta: dict = field(default_factory=dict)
     hand_box: dict | None = None  # the located hand's crop box in image pixels (models with crop="hand")
+    sex_source: str | None = None  # "argument" | "dicom" | "both" | None (no sex given: see ages_by_sex)
+    ages_by_sex: dict | None = None  # {"M": months, "F": months} when the model needs a sex and none was known
+    chronological_age_months: float | None = None  # from the DICOM tags, when present
+    bone_minus_chronological_months: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def summary(self) -> str:
-        sex = {"M": "male", "F": "female", None: "sex not used"}[self.sex]
-        return (f"{self.image}: bone age {self.age_months / 12:.2f} years "
-                f"({self.years} y {self.months} m, {self.age_months:.1f} months; {sex})")
+        if self.ages_by_sex:
+            m, f = self.ages_by_sex["M"], self.ages_by_sex["F"]
+            text = (f"{self.image}: sex unknown: bone age {m / 12:.2f} years if male ({m:.1f} months), "
+                    f"{f / 12:.2f} years if female ({f:.1f} months)")
+        else:
+            src = {"argument": "given", "dicom": "from DICOM PatientSex", "both": "given, matches DICOM"}
+            sex = {"M": "male", "F": "female", None: "sex not used"}[self.sex]
+            if self.sex is not None and self.sex_source:
+                sex += f", {src[self.sex_source]}"
+            text = (f"{self.image}: bone age {self.age_months / 12:.2f} years "
+                    f"({self.years} y {self.months} m, {self.age_months:.1f} months; {sex})")
+        if self.chronological_age_months is not None:
+            text += f"; chronological age {self.chronological_age_months / 12:.2f} years (DICOM)"
+            if self.bone_minus_chronological_months is not None:
+                text += f", bone - chronological {self.bone_minus_chronological_months:+.1f} months"
+        return text
 
 
 class AgePredictor:
@@ -125,27 +142,56 @@ class AgePredictor:
         return {k: np.asarray(v) for k, v in out.items()}
 
 
+def resolve_sex(sex_arg, meta, where) -> tuple[float | None, str | None]:
+    """(male 1.0 / 0.0 / None, source): the --sex argument, the DICOM PatientSex, or both when they agree."""
+    male = parse_sex(sex_arg)
+    tag = getattr(meta, "patient_sex", None)
+    tag_male = None if tag is None else (1.0 if tag == "M" else 0.0)
+    if male is not None and tag_male is not None:
+        if male != tag_male:
+            raise EdgeBoneageError(f"{where}: --sex {sex_arg} contradicts the file's DICOM PatientSex {tag}")
+        return male, "both"
+    if male is not None:
+        return male, "argument"
+    if tag_male is not None:
+        return tag_male, "dicom"
+    return None, None
+
+
 def predict_image(predictor: AgePredictor, image_path: str | os.PathLike, sex=None) -> Prediction:
-    """Read, preprocess per the model's spec, run, decode. Errors name the file."""
+    """Read, preprocess per the model's spec, run, decode. Errors name the file.
+
+    Sex: the argument, else the DICOM PatientSex; a model with a sex input and no known sex is run for both sexes
+    (``ages_by_sex``; ``age_months`` is then their mean, ``sex`` None)."""
     from edge_boneage.io import read_image
 
-    male = parse_sex(sex)
+    parse_sex(sex)
     img, meta = read_image(image_path)
+    male, source = resolve_sex(sex, meta, image_path)
     x, box = predictor.spec.apply_with_box(img)
+    both = None
     t0 = time.perf_counter()
-    out = predictor.run(x, male)
+    if predictor.needs_sex and male is None:
+        runs = {k: predictor.run(x, v) for k, v in (("M", 1.0), ("F", 0.0))}
+        both = {k: float(np.asarray(o["age"]).reshape(-1)[0]) for k, o in runs.items() if "age" in o}
+        out = runs["M"]
+    else:
+        out = predictor.run(x, male)
     latency = (time.perf_counter() - t0) * 1e3
     if "age" not in out:
         raise EdgeBoneageError(f"{predictor.path}: model has no 'age' output (outputs: {sorted(out)})")
-    age = float(np.asarray(out["age"]).reshape(-1)[0])
-    probs = out.get("probs")
+    age = float(np.asarray(out["age"]).reshape(-1)[0]) if both is None else 0.5 * (both["M"] + both["F"])
+    probs = out.get("probs") if both is None else None
     y, m = years_months(age)
+    chrono = getattr(meta, "chronological_age_months", None)
     return Prediction(
         image=str(image_path), model=str(predictor.path), age_months=age, years=y, months=m,
         sex=None if male is None or not predictor.needs_sex else ("M" if male else "F"),
         probs=None if probs is None else [float(p) for p in np.asarray(probs).reshape(-1)],
         class_centres_months=predictor.class_centres if probs is not None else None,
         input_size=predictor.size, latency_ms=latency, image_meta=meta.to_dict(), hand_box=box,
+        sex_source=source if predictor.needs_sex else None, ages_by_sex=both, chronological_age_months=chrono,
+        bone_minus_chronological_months=None if chrono is None or both is not None else round(age - chrono, 2),
     )
 
 

@@ -188,18 +188,21 @@ def _split_indices(n: int, val_fraction: float, seed: int, months=None) -> tuple
     return np.setdiff1d(np.arange(n), val), val
 
 
-def _synth_source(n: int, size: int, seed: int):
+def _synth_source(n: int, size: int, seed: int, spec=None):
     """n synthetic hands (edge_boneage.synth.generate) as an ArrayImages at size S.
 
-    The generator draws at least 64 px; smaller training sizes are downscaled with cv2.INTER_AREA (the
-    preprocessing spec's resize; synthetic images are already square, so no letterbox is needed).
+    The generator draws square images of at least 64 px. With `spec` (the run's input contract) each one goes
+    through it like any radiograph (frame, hand crop, resize, enhancement), so the model learns what its contract
+    says; without it, images are only resized with cv2.INTER_AREA.
     """
     from edge_boneage import sources
     from edge_boneage.synth import generate
 
     batch = generate(int(n), size=max(int(size), 64), seed=int(seed))
     images = batch.images
-    if images.shape[1] != size:
+    if spec is not None and (spec.crop or spec.enhance or images.shape[1] != size):
+        images = np.stack([spec.apply(im) for im in images])
+    elif images.shape[1] != size:
         import cv2
 
         images = np.stack([cv2.resize(im, (size, size), interpolation=cv2.INTER_AREA) for im in images])
@@ -235,7 +238,7 @@ def load_source(config: TrainConfig):
     from edge_boneage import sources
 
     if config.data == "synth":
-        src = _synth_source(config.limit or config.synth_n, config.size, config.seed)
+        src = _synth_source(config.limit or config.synth_n, config.size, config.seed, config.preprocess_spec())
     else:
         samples = _file_samples(config)
         if config.limit:

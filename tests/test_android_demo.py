@@ -48,13 +48,28 @@ def litertjs():
 def models(tmp_path_factory):
     from demo_models import export_mobilenet, export_tiny
 
+    from edge_boneage.preprocess import PreprocessSpec
     from edge_boneage.pretrained import default_model_path
 
     d = tmp_path_factory.mktemp("models")
-    return {"tiny64": export_tiny(d / "tiny64.tflite", 64),
-            "tiny96_clahe": export_tiny(d / "tiny96_clahe.tflite", 96, enhance="clahe", seed=1),
-            "mobilenet64": export_mobilenet(d / "mobilenet64.tflite", 64, alpha=0.35),
-            "packaged_rsna": Path(shutil.copy(default_model_path(), d / "packaged_rsna.tflite"))}  # what the APK bundles
+    out = {"tiny64": export_tiny(d / "tiny64.tflite", 64),
+           "tiny96_clahe": export_tiny(d / "tiny96_clahe.tflite", 96, enhance="clahe", seed=1),
+           "mobilenet64": export_mobilenet(d / "mobilenet64.tflite", 64, alpha=0.35),
+           "packaged_rsna": Path(shutil.copy(default_model_path(), d / "packaged_rsna.tflite"))}  # what the APK bundles
+    # the contract the packaged model is moving to (frame "squeeze", crop "hand"), and one the apps must refuse
+    hand = PreprocessSpec(64, frame="squeeze", crop="hand").to_dict()
+    out["tiny64_hand"] = _retag(out["tiny64"], d / "tiny64_hand.tflite", hand)
+    out["tiny64_badrule"] = _retag(out["tiny64"], d / "tiny64_badrule.tflite", {**hand, "crop_rule": "otsu-v9"})
+    return out
+
+
+def _retag(src: Path, dst: Path, preprocess: dict) -> Path:
+    """A copy of the model `src` whose edge_boneage metadata carries another `preprocess` record."""
+    from edge_boneage.tflite_meta import add_metadata, read_metadata
+
+    record = {k: v for k, v in read_metadata(src).items() if k != "schema_version"}
+    dst.write_bytes(add_metadata(src.read_bytes(), {**record, "preprocess": preprocess}))
+    return dst
 
 
 def _smooth(rng, h, w, sigma=3.0):
@@ -114,19 +129,33 @@ def _load(page, model_name):
 # browser page vs Python
 
 
-@pytest.mark.parametrize("size,enhance", [(64, None), (224, None), (96, "hist"), (96, "clahe")])
-def test_page_preprocessing_matches_python_pixel_for_pixel(page, images, size, enhance):
+@pytest.mark.parametrize("size,enhance,frame,crop", [(64, None, "letterbox", None), (224, None, "letterbox", None),
+                                                    (96, "hist", "letterbox", None), (96, "clahe", "letterbox", None),
+                                                    (100, None, "squeeze", "hand"), (224, "clahe", "letterbox", "hand"),
+                                                    (64, None, "squeeze", None)])
+def test_page_preprocessing_matches_python_pixel_for_pixel(page, images, size, enhance, frame, crop):
+    """The page's whole path (file -> canvas decode -> boneage.js) against PreprocessSpec.apply_with_box."""
     from edge_boneage.io import read_image
-    from edge_boneage.preprocess import preprocess
+    from edge_boneage.preprocess import PreprocessSpec
 
-    spec = json.dumps({"input_size": size, "enhance": enhance, "pad_value": 0})
+    spec = PreprocessSpec(size, enhance, frame=frame, crop=crop)
     for name in images:
-        got = page.evaluate(f"edgeBoneage.preprocessUrl('{_url(images, name)}', {spec})", timeout=60)
+        got = page.evaluate(f"edgeBoneage.fetchGrey('{_url(images, name)}').then((g) => {{"
+                            f"const r = edgeBoneage.B.preprocessWithBox(g, edgeBoneage.B.preprocessSpec("
+                            f"{{preprocess: {json.dumps(spec.to_dict())}}}, 0));"
+                            f"let s = ''; for (const v of r.image.data) s += String.fromCharCode(v);"
+                            f"return {{width: r.image.width, height: r.image.height, b64: btoa(s), box: r.box}}; }})",
+                            timeout=60)
         js = np.frombuffer(base64.b64decode(got["b64"]), np.uint8).reshape(got["height"], got["width"])
-        want = preprocess(read_image(images[name])[0], size, enhance)
+        want, box = spec.apply_with_box(read_image(images[name])[0])
         assert js.shape == want.shape
         diff = int((js != want).sum())
-        assert diff == 0, f"{name} -> {size} ({enhance}): {diff} of {want.size} pixels differ from edge_boneage.preprocess"
+        assert diff == 0, f"{name} -> {size} ({enhance}, {frame}, crop {crop}): {diff} of {want.size} pixels differ"
+        _assert_box(got["box"], box, name)
+    if crop is None:  # the page's own entry point (app.js) gives the same pixels
+        got = page.evaluate(f"edgeBoneage.preprocessUrl('{_url(images, 'portrait')}', {json.dumps(spec.to_dict())})")
+        want = spec.apply(read_image(images["portrait"])[0])
+        assert np.array_equal(np.frombuffer(base64.b64decode(got["b64"]), np.uint8).reshape(want.shape), want)
 
 
 def test_page_reads_metadata_like_python(page, models):
@@ -152,7 +181,7 @@ def test_page_age_matches_ai_edge_litert(page, models, images, capsys):
     from edge_boneage.tflite_meta import read_metadata
 
     rows = []
-    for model_name in ("tiny64", "tiny96_clahe", "mobilenet64", "packaged_rsna"):
+    for model_name in ("tiny64", "tiny96_clahe", "mobilenet64", "packaged_rsna", "tiny64_hand"):
         _load(page, model_name)
         spec = PreprocessSpec.from_dict(read_metadata(models[model_name])["preprocess"])
         py = LiteRTModel(models[model_name])
@@ -193,7 +222,320 @@ def test_page_shows_result_and_refuses_missing_sex(page, images):
 
 
 # ------------------------------------------------------------------------------------------------------------
+# frame and hand-crop rules (spec version 2): boneage.js and the Java core against PreprocessSpec.apply_with_box,
+# and the OpenCV calls edge_boneage.handcrop makes, one by one, against cv2
+
+
+def _assert_box(got, want, where):
+    """The hand box of a port equals Python's HandBox.to_dict() (already rounded to 3 decimals) to 1e-6."""
+    if want is None:
+        assert got is None, f"{where}: a box without a hand crop: {got}"
+        return
+    assert got is not None and set(got) == set(want), f"{where}: box {got} vs {want}"
+    for k, v in want.items():
+        if isinstance(v, bool):
+            assert got[k] is v, f"{where}: box {k} {got[k]} != {v}"
+        else:
+            assert abs(got[k] - v) <= 1e-6, f"{where}: box {k} {got[k]} != {v} (box {got}, Python {want})"
+
+
+def _hand_scene(rng, h, w, bg=20, level=170, cassette=False):
+    """A crude hand (palm, four fingers, thumb, forearm) on a dark film; with `cassette`, on a bright plate that fills
+    the frame (more than 85 % of its bounding box: handcrop's second, inner threshold)."""
+    import cv2
+
+    img = np.full((h, w), bg, np.float32)
+    if cassette:
+        img[int(0.04 * h):int(0.96 * h), int(0.04 * w):int(0.96 * w)] = 100
+    x0, y0, bw, bh = int(0.25 * w), int(0.15 * h), int(0.45 * w), int(0.7 * h)
+    cv2.rectangle(img, (x0, y0 + int(0.45 * bh)), (x0 + int(0.8 * bw), y0 + int(0.8 * bh)), level, -1)
+    for k in range(4):
+        fx = x0 + int(k * 0.21 * bw)
+        top = y0 + (0 if k == 1 else int(0.08 * bh))
+        cv2.rectangle(img, (fx, top), (fx + max(1, int(0.11 * bw)), y0 + int(0.45 * bh)), level, -1)
+    cv2.rectangle(img, (x0 + int(0.8 * bw), y0 + int(0.5 * bh)), (x0 + bw, y0 + int(0.6 * bh)), level, -1)
+    cv2.rectangle(img, (x0 + int(0.25 * bw), y0 + int(0.8 * bh)), (x0 + int(0.6 * bw), y0 + bh), level, -1)
+    return np.clip(img + rng.normal(0, 4, img.shape), 0, 255).astype(np.uint8)
+
+
+def _tie_scene():
+    """Two equal bright blocks on a 128 x 128 film; blurred and thresholded, A's mask starts on row 11, B's on row 10.
+    B's first pixel comes first in raster order, but A's first 2x2 block (block row 5, block column 3) comes before
+    B's (block row 5, column 35) in the order in which cv2.connectedComponentsWithStats labels components, so
+    handcrop takes A: a raster-order port would take B."""
+    img = np.full((128, 128), 10, np.uint8)
+    img[12:42, 6:26] = 200  # A
+    img[11:41, 70:90] = 200  # B
+    return img
+
+
+def _crop_images(images, rsna):
+    """Inputs for the frame / crop contract: synthetic scenes (non-square, bright cassette, blank, tiny, a tie between
+    two components), synthetic radiographs, the fixture PNGs and, with ../shared, real RSNA films."""
+    from edge_boneage.io import read_image
+    from edge_boneage.synth import generate_one
+
+    rng = np.random.default_rng(11)
+    imgs = {"hand_portrait": _hand_scene(rng, 400, 300), "hand_landscape": _hand_scene(rng, 300, 450, bg=40, level=120),
+            "hand_cassette": _hand_scene(rng, 330, 420, bg=10, level=230, cassette=True),
+            "hand_cassette_square": _hand_scene(rng, 256, 256, bg=5, level=250, cassette=True),
+            "hand_small": _hand_scene(rng, 40, 37),  # enlarged onto the 128 grid
+            "hand_strip": _hand_scene(rng, 64, 300),
+            "synth_hand": generate_one(0, 3, size=256)[1][:, 18:236],
+            "synth_hand_512": generate_one(1, 7, size=512)[1][40:, :],
+            "tie": _tie_scene(), "blank_grey": np.full((120, 90), 137, np.uint8),
+            "blank_black": np.zeros((64, 64), np.uint8), "tiny": rng.integers(0, 256, (7, 5), dtype=np.uint8),
+            "one_pixel": np.full((1, 1), 200, np.uint8), "noise": rng.integers(0, 256, (301, 211), dtype=np.uint8)}
+    for name, path in images.items():
+        if not (name == "rsna" and rsna is not None):
+            imgs[f"file_{name}"] = read_image(path)[0]
+    if rsna is not None:  # real radiographs, read from ../shared (never copied into the repo)
+        for f in sorted((rsna / "img100").glob("*.png"))[:3] + sorted((rsna / "fullres").glob("*.png"))[:2]:
+            imgs[f"rsna_{f.parent.name}_{f.stem}"] = read_image(f)[0]
+    return imgs
+
+
+@pytest.fixture(scope="module")
+def crop_cases(images, request):
+    """[{name, img, spec, out, box}]: every input under each frame x crop rule, with Python's answer."""
+    from edge_boneage.preprocess import PreprocessSpec
+
+    try:
+        rsna = request.getfixturevalue("rsna_dir")
+    except pytest.skip.Exception:
+        rsna = None
+    cases, k = [], 0
+    for name, img in _crop_images(images, rsna).items():
+        for frame in ("squeeze", "letterbox"):
+            for crop in ("hand", None):
+                spec = PreprocessSpec((100, 224, 64, 128, 37)[k % 5], (None, None, None, "hist", None, "clahe")[k % 6],
+                                      frame=frame, crop=crop, crop_margin=(0.04, 0.04, 0.1, 0.0)[k % 4])
+                k += 1
+                out, box = spec.apply_with_box(img)
+                cases.append({"name": f"{name}_{frame}_{crop or 'nocrop'}", "img": img, "spec": spec, "out": out,
+                              "box": box})
+    return cases
+
+
+RESIZE_SHAPES = [  # (src h, src w, dst h, dst w) for cv2.INTER_AREA with per-axis scales
+    (517, 300, 128, 128), (300, 517, 128, 128), (256, 384, 128, 128), (256, 128, 128, 128), (200, 200, 100, 100),
+    (202, 62, 101, 31), (90, 120, 128, 128), (200, 50, 128, 128), (50, 200, 128, 128), (99, 101, 100, 100),
+    (101, 99, 100, 100), (1, 1, 128, 128), (1, 300, 128, 128), (300, 1, 128, 128), (7, 5, 100, 100),
+    (3, 200, 224, 224), (1600, 1200, 128, 128), (129, 127, 224, 224), (255, 129, 100, 100), (64, 300, 64, 64),
+    (141, 139, 224, 224), (1003, 998, 100, 100), (130, 260, 65, 100), (40, 37, 128, 128)]
+
+
+def _opencv_step_cases(seed=13):
+    """Random inputs with cv2's answers for cv2.GaussianBlur((5, 5), 0), Otsu's threshold and INTER_AREA."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    blur = []
+    for k in range(60):
+        h, w = (128, 128) if k < 40 else (int(rng.integers(1, 40)), int(rng.integers(1, 40)))
+        a = [lambda: rng.integers(0, 256, (h, w), dtype=np.uint8),
+             lambda: (rng.integers(0, 2, (h, w)) * 255).astype(np.uint8),
+             lambda: _smooth(rng, h, w),
+             lambda: rng.integers(250, 256, (h, w), dtype=np.uint8)][k % 4]()
+        blur.append((a, cv2.GaussianBlur(a, (5, 5), 0)))
+    otsu = []
+    for k in range(300):
+        n = int(rng.integers(1, 16385))
+        v = [lambda: rng.integers(0, 256, n),
+             lambda: rng.choice(rng.integers(0, 256, int(rng.integers(1, 5))), n),
+             lambda: np.clip(rng.normal(rng.uniform(0, 255), rng.uniform(1, 60), n), 0, 255),
+             lambda: np.concatenate([rng.integers(0, 20, n),
+                                     rng.integers(100, 256, int(rng.integers(1, n + 1)))])][k % 4]()
+        v = v.astype(np.uint8)
+        t, _ = cv2.threshold(v.reshape(1, -1), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+        otsu.append({"hist": np.bincount(v, minlength=256).tolist(), "n": int(v.size), "t": int(t)})
+    resize = []
+    for sh, sw, dh, dw in RESIZE_SHAPES:
+        for a in (rng.integers(0, 256, (sh, sw), dtype=np.uint8), _smooth(rng, sh, sw)):
+            resize.append((a, dh, dw, cv2.resize(a, (dw, dh), interpolation=cv2.INTER_AREA)))
+    return blur, otsu, resize
+
+
+def _contract_specs():
+    """(good: [(spec dict, what the app must read)], bad: [(spec dict, words its refusal must name, why)]); Python's
+    PreprocessSpec.from_dict reads every good one and refuses every bad one too."""
+    from edge_boneage.preprocess import PreprocessSpec
+
+    hand = PreprocessSpec(224, frame="squeeze", crop="hand").to_dict()
+    v1 = {**{k: v for k, v in PreprocessSpec(100).to_dict().items() if k not in ("frame", "crop", "crop_margin",
+                                                                                    "crop_rule")}, "version": 1}
+    good = [(hand, {"input_size": 224, "frame": "squeeze", "crop": "hand", "crop_margin": 0.04}),
+            (v1, {"input_size": 100, "frame": "letterbox", "crop": None, "crop_margin": 0.04}),
+            ({**hand, "crop_rule": None, "crop_margin": 0.1, "frame": "letterbox"},
+             {"input_size": 224, "frame": "letterbox", "crop": "hand", "crop_margin": 0.1}),
+            ({"input_size": 64, "crop": "none"},
+             {"input_size": 64, "frame": "letterbox", "crop": None, "crop_margin": 0.04})]
+    bad = [({**hand, "crop_rule": "otsu128-open5-refine80-largest-square-v2"}, "hand-crop rule",
+            "an unknown hand-crop rule"),
+           ({**hand, "version": 3}, "version 3", "a newer spec version"),
+           ({**hand, "version": None}, "version", "a null version"),
+           ({**hand, "frame": "reflect"}, "frame rule", "an unknown frame rule"),
+           ({**hand, "crop": "wrist"}, "crop", "an unknown crop"),
+           ({**hand, "rotate": 90}, "unknown field", "an unknown field"),
+           ({**hand, "dtype": "float32"}, "uint8", "a float input"),
+           ({**hand, "resize": "cv2.INTER_LINEAR"}, "resize", "another resize rule")]
+    for spec, _ in good:
+        PreprocessSpec.from_dict(spec)
+    for spec, _, why in bad:
+        with pytest.raises(ValueError):
+            PreprocessSpec.from_dict(spec)
+    return good, bad
+
+
+CORE_HTML = """<!doctype html><meta charset="utf-8"><title>loading</title><script type="module">
+import * as B from "/boneage.js";
+window.B = B;
+const bytes = async (url) => new Uint8Array(await (await fetch(url)).arrayBuffer());
+const b64 = (a) => { let s = ""; for (const v of a) s += String.fromCharCode(v); return btoa(s); };
+window.t = {
+  async preprocess(url, w, h, spec) {
+    const spec2 = B.preprocessSpec({preprocess: spec}, 0);
+    const r = B.preprocessWithBox({data: await bytes(url), width: w, height: h}, spec2);
+    return {width: r.image.width, height: r.image.height, b64: b64(r.image.data), box: r.box};
+  },
+  async blur(url, w, h) { return b64(B.gaussianBlur5({data: await bytes(url), width: w, height: h}).data); },
+  async resize(url, w, h, dw, dh) {
+    return b64(B.resizeArea({data: await bytes(url), width: w, height: h}, dw, dh).data);
+  },
+  async otsu(url) { return (await (await fetch(url)).json()).map((c) => B.otsuThreshold(c.hist, c.n)); },
+  read(spec) {
+    const s = B.preprocessSpec({preprocess: spec}, 0);
+    return [s.input_size, s.frame, s.crop, s.crop_margin];
+  },
+  refusal(spec) { try { B.preprocessSpec({preprocess: spec}, 0); return null; } catch (e) { return e.message; } },
+};
+document.title = "READY";
+</script>
+"""
+
+
+@pytest.fixture(scope="module")
+def core_page(tmp_path_factory):
+    """boneage.js alone in headless Chromium (no LiteRT.js, no model): a harness page that fetches raw fixtures."""
+    _need("chromium")
+    d = tmp_path_factory.mktemp("core_page")
+    (d / "core.html").write_text(CORE_HTML)
+    with cdp.serve({"/": cdp.WEB_DIR, "/t/": d}) as base, cdp.Chromium() as ch:
+        ch.navigate(base + "/t/core.html")
+        ch.wait_title()
+        yield ch, d
+
+
+def _b64_image(b64, shape):
+    return np.frombuffer(base64.b64decode(b64), np.uint8).reshape(shape)
+
+
+def test_page_frame_and_hand_crop_match_python(core_page, crop_cases, capsys):
+    """Every frame x crop rule on every input: boneage.js's model input equals PreprocessSpec.apply_with_box's pixel for
+    pixel and its hand box equals Python's to 1e-6."""
+    page, d = core_page
+    found = 0
+    for i, c in enumerate(crop_cases):
+        h, w = c["img"].shape
+        (d / f"hc{i}.raw").write_bytes(c["img"].tobytes())
+        got = page.evaluate(f"t.preprocess('/t/hc{i}.raw', {w}, {h}, {json.dumps(c['spec'].to_dict())})", timeout=120)
+        js = _b64_image(got["b64"], (got["height"], got["width"]))
+        assert js.shape == c["out"].shape, c["name"]
+        diff = int((js != c["out"]).sum())
+        assert diff == 0, f"{c['name']}: {diff} of {js.size} pixels differ from PreprocessSpec.apply_with_box"
+        _assert_box(got["box"], c["box"], c["name"])
+        found += bool(c["box"] and c["box"]["found"])
+    names = {c["name"].rsplit("_", 2)[0] for c in crop_cases}
+    assert {"tie", "hand_cassette", "blank_grey", "one_pixel"} <= names
+    with capsys.disabled():
+        print(f"\nboneage.js frame/crop: {len(crop_cases)} cases ({len(names)} images, {found} hands found) equal "
+              f"Python pixel for pixel, boxes to 1e-6")
+
+
+def test_tie_scene_is_a_tie():
+    """_tie_scene really exercises the label-order rule: two equal largest components, cv2 takes the left one."""
+    import cv2
+
+    from edge_boneage import handcrop
+    from edge_boneage.preprocess import PreprocessSpec
+
+    g = cv2.GaussianBlur(_tie_scene(), (5, 5), 0)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(handcrop._otsu_mask(g).astype(np.uint8), connectivity=8)
+    assert n == 3 and stats[1, cv2.CC_STAT_AREA] == stats[2, cv2.CC_STAT_AREA]
+    first = [int(np.flatnonzero(labels.reshape(-1) == k)[0]) for k in (1, 2)]
+    assert first[0] > first[1] and first[0] % 128 < 64  # label 1 = A, although B's first pixel comes first
+    box = PreprocessSpec(64, frame="squeeze", crop="hand").apply_with_box(_tie_scene())[1]
+    assert box["found"] and box["hand_x1"] < 64  # handcrop takes A
+
+
+def test_page_opencv_steps_bit_exact(core_page, capsys):
+    """boneage.js's GaussianBlur 5x5, Otsu threshold and INTER_AREA (per-axis scales: shrink, enlarge, mixed,
+    integer factors) against cv2 on random inputs."""
+    page, d = core_page
+    blur, otsu, resize = _opencv_step_cases()
+    for i, (a, want) in enumerate(blur):
+        (d / f"blur{i}.raw").write_bytes(a.tobytes())
+        got = _b64_image(page.evaluate(f"t.blur('/t/blur{i}.raw', {a.shape[1]}, {a.shape[0]})"), a.shape)
+        assert np.array_equal(got, want), f"blur {a.shape}: {int((got != want).sum())} pixels differ from cv2"
+    (d / "otsu.json").write_text(json.dumps(otsu))
+    got = page.evaluate("t.otsu('/t/otsu.json')")
+    bad = [(c["t"], g) for c, g in zip(otsu, got) if c["t"] != g]
+    assert not bad, f"{len(bad)} of {len(otsu)} Otsu thresholds differ from cv2's: {bad[:5]}"
+    for i, (a, dh, dw, want) in enumerate(resize):
+        (d / f"rs{i}.raw").write_bytes(a.tobytes())
+        got = _b64_image(page.evaluate(f"t.resize('/t/rs{i}.raw', {a.shape[1]}, {a.shape[0]}, {dw}, {dh})"), (dh, dw))
+        assert np.array_equal(got, want), f"INTER_AREA {a.shape} -> {(dh, dw)}: {int((got != want).sum())} differ"
+    with capsys.disabled():
+        print(f"\nboneage.js vs cv2: {len(blur)} GaussianBlur, {len(otsu)} Otsu, {len(resize)} INTER_AREA cases exact")
+
+
+def test_page_reads_and_refuses_contracts(core_page):
+    """boneage.js reads frame / crop from the metadata and refuses, naming it, a contract it does not implement."""
+    import dataclasses
+
+    from edge_boneage.handcrop import HAND_RULE
+    from edge_boneage.preprocess import PreprocessSpec
+
+    page, _d = core_page
+    assert set(page.evaluate("B.SPEC_KEYS")) == {f.name for f in dataclasses.fields(PreprocessSpec)}
+    assert page.evaluate("B.HAND_RULE") == HAND_RULE
+    good, bad = _contract_specs()
+    for spec, want in good:
+        assert page.evaluate(f"t.read({json.dumps(spec)})") == [want["input_size"], want["frame"], want["crop"],
+                                                                 want["crop_margin"]], spec
+    for spec, words, why in bad:
+        msg = page.evaluate(f"t.refusal({json.dumps(spec)})")
+        assert msg and words in msg, f"{why}: {msg!r}"
+
+
+def test_page_reads_frame_and_crop_from_model_metadata(page, models):
+    """A model whose metadata says frame "squeeze", crop "hand" is preprocessed that way (its ages equal Python's in
+    test_page_age_matches_ai_edge_litert); one with an unknown hand-crop rule is refused when loaded."""
+    from edge_boneage.handcrop import HAND_RULE
+
+    info = _load(page, "tiny64_hand")
+    assert (info["spec"]["frame"], info["spec"]["crop"], info["spec"]["crop_rule"]) == ("squeeze", "hand", HAND_RULE)
+    with pytest.raises(cdp.PageError, match="hand-crop rule \"otsu-v9\""):
+        _load(page, "tiny64_badrule")
+    _load(page, "tiny64")
+
+
+# ------------------------------------------------------------------------------------------------------------
 # Java core on the JVM, fixtures from the Python side
+
+
+def _compile_java(tmp_path: Path) -> Path:
+    """javac (Java 8 level, as on Android) of the core and its JVM tests; returns the classes folder."""
+    out = tmp_path / "classes"
+    src = DEMO / "app/src"
+    core = sorted((src / "main/java/org/edgeboneage/core").glob("*.java"))
+    tests = sorted((src / "test/java/org/edgeboneage/core").glob("*.java"))
+    for args in (["-d", str(out / "core"), *map(str, core)],
+                 ["-cp", str(out / "core"), "-d", str(out / "test"), *map(str, tests)]):
+        proc = subprocess.run(["javac", "-nowarn", "-Xlint:-options", "-source", "8", "-target", "8", "-encoding",
+                               "UTF-8", *args], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
 
 
 def test_java_core_matches_python(tmp_path, models, images, capsys):
@@ -247,14 +589,7 @@ def test_java_core_matches_python(tmp_path, models, images, capsys):
     meta_only.pop("_plain_entries")
     assert meta_only == meta
 
-    out = tmp_path / "classes"
-    src = DEMO / "app/src"
-    core = sorted((src / "main/java/org/edgeboneage/core").glob("*.java"))
-    tests = sorted((src / "test/java/org/edgeboneage/core").glob("*.java"))
-    for args in (["-d", str(out / "core"), *map(str, core)],
-                 ["-cp", str(out / "core"), "-d", str(out / "test"), *map(str, tests)]):
-        subprocess.run(["javac", "-nowarn", "-Xlint:-options", "-source", "8", "-target", "8", "-encoding", "UTF-8",
-                        *args], check=True, capture_output=True, text=True, timeout=120)
+    out = _compile_java(tmp_path)
     proc = subprocess.run(["java", "-Djava.awt.headless=true", "-cp", f"{out / 'core'}:{out / 'test'}",
                            "org.edgeboneage.core.CoreTest", str(fx)], capture_output=True, text=True, timeout=120)
     last = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr
@@ -271,6 +606,65 @@ def test_java_core_matches_python(tmp_path, models, images, capsys):
     proc = subprocess.run(["java", "-cp", f"{out / 'core'}:{out / 'test'}", "org.edgeboneage.core.CoreTest", str(fx)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and "FAIL preprocess noise5x3to3" in proc.stdout
+
+
+def test_java_hand_crop_matches_python(tmp_path, crop_cases, capsys):
+    """The Java core's frame / hand-crop pipeline, its OpenCV steps and its contract checks, against Python and cv2
+    (org.edgeboneage.core.HandCropTest on the JVM)."""
+    _need("javac", "java")
+    import dataclasses
+
+    from edge_boneage.handcrop import HAND_RULE
+    from edge_boneage.preprocess import PreprocessSpec
+
+    fx = tmp_path / "fixtures"
+    fx.mkdir()
+    hand = []
+    for c in crop_cases:
+        (fx / f"{c['name']}.in").write_bytes(c["img"].tobytes())
+        (fx / f"{c['name']}.out").write_bytes(c["out"].tobytes())
+        hand.append({"name": c["name"], "h": c["img"].shape[0], "w": c["img"].shape[1], "spec": c["spec"].to_dict(),
+                     "box": c["box"]})
+    (fx / "hand_cases.json").write_text(json.dumps(hand))
+    blur, otsu, resize = _opencv_step_cases()
+    for i, (a, want) in enumerate(blur):
+        (fx / f"blur{i}.in").write_bytes(a.tobytes())
+        (fx / f"blur{i}.out").write_bytes(want.tobytes())
+    (fx / "blur_cases.json").write_text(json.dumps([{"name": f"blur{i}", "h": a.shape[0], "w": a.shape[1]}
+                                                    for i, (a, _) in enumerate(blur)]))
+    (fx / "otsu_cases.json").write_text(json.dumps(otsu))
+    for i, (a, _dh, _dw, want) in enumerate(resize):
+        (fx / f"rs{i}.in").write_bytes(a.tobytes())
+        (fx / f"rs{i}.out").write_bytes(want.tobytes())
+    (fx / "resize_cases.json").write_text(json.dumps([{"name": f"rs{i}", "sh": a.shape[0], "sw": a.shape[1], "dh": dh,
+                                                       "dw": dw} for i, (a, dh, dw, _) in enumerate(resize)]))
+    good, bad = _contract_specs()
+    (fx / "contract.json").write_text(json.dumps({
+        "keys": [f.name for f in dataclasses.fields(PreprocessSpec)], "hand_rule": HAND_RULE,
+        "good": [{"spec": s, "want": w} for s, w in good],
+        "bad": [{"spec": s, "match": m, "why": why} for s, m, why in bad]}))
+
+    out = _compile_java(tmp_path)
+    cmd = ["java", "-Djava.awt.headless=true", "-cp", f"{out / 'core'}:{out / 'test'}",
+           "org.edgeboneage.core.HandCropTest", str(fx)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    last = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr
+    m = re.fullmatch(r"(\d+) passed, (\d+) failed", last)
+    assert proc.returncode == 0 and m and m.group(2) == "0", proc.stdout[-3000:] + proc.stderr[-2000:]
+    n_expected = 2 * len(hand) + len(blur) + 1 + len(resize) + 2 + len(good) + len(bad)
+    assert int(m.group(1)) == n_expected, last
+    with capsys.disabled():
+        print(f"\nJava core frame/crop (org.edgeboneage.core.HandCropTest, {len(hand)} pipeline cases, "
+              f"{len(blur)} blur, {len(otsu)} Otsu, {len(resize)} resize): {last}")
+    # the fixtures can fail: a changed expected pixel and a moved box are caught
+    name = next(c["name"] for c in crop_cases if c["box"] and c["box"]["found"])
+    bad_px = bytearray((fx / f"{name}.out").read_bytes())
+    bad_px[0] ^= 1
+    (fx / f"{name}.out").write_bytes(bytes(bad_px))
+    moved = [{**c, "box": {**c["box"], "x0": c["box"]["x0"] + 0.001}} if c["name"] == name else c for c in hand]
+    (fx / "hand_cases.json").write_text(json.dumps(moved))
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and f"FAIL hand {name} pixels" in proc.stdout and f"FAIL hand {name} box" in proc.stdout
 
 
 # ------------------------------------------------------------------------------------------------------------

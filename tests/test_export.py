@@ -147,12 +147,16 @@ def test_export_int8_cli_says_what_stays_float(age_keras, tmp_path, capsys):
                "--check-n", "8"])
     text = capsys.readouterr().out
     assert rc == 0, text
-    assert "kept in float32: lbp_ror (LocalBinaryPattern), sampler (AffineGridSampler)" in text
+    # the LBP, the sampler and the expected-age head (SoftmaxExpectation + the softmax feeding it) stay float
+    assert ("kept in float32: age (SoftmaxExpectation), lbp_ror (LocalBinaryPattern), probs (Dense), "
+            "sampler (AffineGridSampler)") in text
     meta = read_metadata(out)
     q = meta["quantization"]
     assert q["mode"] == "int8" and q["kept_float_layers"] == {"lbp_ror": "LocalBinaryPattern",
-                                                            "sampler": "AffineGridSampler"}
-    assert set(q["kept_float_reason"]) == {"LocalBinaryPattern", "AffineGridSampler"}
+                                                            "sampler": "AffineGridSampler",
+                                                            "age": "SoftmaxExpectation", "probs": "Dense"}
+    assert set(q["kept_float_reason"]) == {"LocalBinaryPattern", "AffineGridSampler", "SoftmaxExpectation",
+                                           "Dense"}
     assert q["io_tensors"]["inputs"]["image"]["dtype"] == "uint8"
     assert q["io_tensors"]["inputs"]["sex"]["dtype"] == "int8"
     assert q["io_tensors"]["outputs"]["age"]["dtype"] == "int8"

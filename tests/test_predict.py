@@ -62,10 +62,14 @@ def test_keras_and_tflite_agree(models, radiograph):
     assert m.sex == "M" and a.sex == "F"
 
 
-def test_missing_sex_and_bad_inputs(models, radiograph, tmp_path):
+def test_missing_sex_predicts_both_and_bad_inputs(models, radiograph, tmp_path):
     _, tflite_path = models
-    with pytest.raises(EdgeBoneageError, match="needs the patient's sex"):
-        predict_file(tflite_path, radiograph)
+    both = predict_file(tflite_path, radiograph)  # no sex anywhere: both sexes, clearly labelled
+    m, f = predict_file(tflite_path, radiograph, sex="M"), predict_file(tflite_path, radiograph, sex="F")
+    assert both.sex is None and both.sex_source is None and both.probs is None
+    assert both.ages_by_sex == pytest.approx({"M": m.age_months, "F": f.age_months}, abs=1e-4)
+    assert "if male" in both.summary() and "if female" in both.summary()
+    assert m.sex_source == "argument"
     with pytest.raises(EdgeBoneageError, match="not M or F"):
         parse_sex("X")
     bad = tmp_path / "bad.png"
@@ -97,3 +101,37 @@ def test_tflite_predict_imports_no_tensorflow(models, radiograph):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "bone age" in out.stdout
+
+
+def _dicom(tmp_path, name, **tags):
+    from benchmarks.bad_inputs import dicom_dataset, write_dicom
+
+    rng = np.random.default_rng(0)
+    ds = dicom_dataset(rng.integers(0, 4000, (40, 30)).astype(np.uint16))
+    for k, v in tags.items():
+        setattr(ds, k, v)
+    return write_dicom(tmp_path / name, ds)
+
+
+def test_dicom_tags_sex_laterality_and_age(models, tmp_path):
+    """PatientSex is used without --sex (and checked against it), laterality R mirrors, the age tags are read."""
+    from edge_boneage.io import read_image
+    from edge_boneage.predict import AgePredictor, predict_image
+
+    _, tflite_path = models
+    left = _dicom(tmp_path, "l.dcm", PatientSex="F", PatientAge="010Y")
+    right = _dicom(tmp_path, "r.dcm", PatientSex="F", ImageLaterality="R", PatientBirthDate="20100101",
+                   StudyDate="20200701")
+    a, ma = read_image(left)
+    b, mb = read_image(right)
+    np.testing.assert_array_equal(b, a[:, ::-1])
+    assert (ma.mirrored, mb.mirrored, mb.laterality) == (False, True, "R")
+    assert ma.chronological_age_months == 120.0 and ma.chronological_age_source == "PatientAge"
+    assert mb.chronological_age_months == pytest.approx(126.0, abs=0.05)
+    pred = AgePredictor(tflite_path)
+    p = predict_image(pred, left)
+    assert (p.sex, p.sex_source, p.chronological_age_months) == ("F", "dicom", 120.0)
+    assert p.bone_minus_chronological_months == pytest.approx(p.age_months - 120.0, abs=0.01)
+    assert predict_image(pred, left, sex="F").sex_source == "both"
+    with pytest.raises(EdgeBoneageError, match="contradicts the file's DICOM PatientSex F"):
+        predict_image(pred, left, sex="M")

@@ -96,11 +96,13 @@ def test_predict_cli_uses_packaged_model_without_tensorflow(tmp_path, model_path
     assert len(pred["probs"]) == 19 and math.isclose(sum(pred["probs"]), 1.0, abs_tol=1e-4)
 
 
-def test_predict_without_sex_is_a_clear_error(tmp_path):
+def test_predict_without_sex_reports_both(tmp_path, capsys):
     from edge_boneage.cli import main
 
     png = _synthetic_png(tmp_path / "hand.png")
-    assert main(["predict", str(png)]) == 1  # the model has a sex input: one-line error, exit 1
+    assert main(["predict", str(png)]) == 0  # the model has a sex input and none is known: both, labelled
+    out = capsys.readouterr().out
+    assert "sex unknown" in out and "if male" in out and "if female" in out
 
 
 def test_real_validation_images_sane(rsna_dir, model_path):

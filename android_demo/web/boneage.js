@@ -1,5 +1,6 @@
-// edge-boneage browser core: .tflite metadata, preprocessing (docs/PREPROCESSING.md, bit-exact with OpenCV's
-// INTER_AREA, GaussianBlur, Otsu, morphology and connected components for uint8), the hand crop, output decoding. No DOM and no LiteRT here, so it can be unit-tested anywhere.
+// edge-boneage browser core: .tflite metadata, preprocessing with the hand crop (docs/PREPROCESSING.md, bit-exact
+// with OpenCV's INTER_AREA, GaussianBlur, Otsu threshold, morphology and connected components for uint8), output
+// decoding. No DOM and no LiteRT here, so it can be unit-tested anywhere.
 // The Java port (android_demo/app/src/main/java/org/edgeboneage/core/) follows this file line by line.
 
 export const METADATA_NAME = "edge_boneage";
@@ -142,7 +143,9 @@ export const SPEC_KEYS = ["input_size", "enhance", "clahe_clip", "clahe_tiles", 
 export function preprocessSpec(meta, inputSize) {
   const p = (meta && meta.preprocess) || {};
   const unknown = Object.keys(p).filter((k) => !SPEC_KEYS.includes(k));
-  if (unknown.length) throw new Error(`unsupported preprocessing spec: unknown field(s) ${unknown.join(", ")} (update the app)`);
+  if (unknown.length) {
+    throw new Error(`unsupported preprocessing spec: unknown field(s) ${unknown.join(", ")} (update the app)`);
+  }
   const spec = {
     input_size: p.input_size ?? inputSize,
     enhance: p.enhance ?? null,
@@ -151,8 +154,8 @@ export function preprocessSpec(meta, inputSize) {
     pad_value: p.pad_value ?? 0,
     letterbox: p.letterbox ?? LETTERBOX_RULE,
     resize: p.resize ?? RESIZE_RULE,
-    version: p.version ?? 1,
-    frame: p.frame ?? "letterbox",
+    version: "version" in p ? p.version : 1,  // absent: a version-1 record; null is refused, as in Python
+    frame: "frame" in p ? p.frame : "letterbox",
     crop: p.crop ?? null,
     crop_margin: p.crop_margin ?? HAND_DEFAULT_MARGIN,
     crop_rule: p.crop_rule ?? null,
@@ -170,12 +173,14 @@ export function preprocessSpec(meta, inputSize) {
   if (spec.letterbox !== LETTERBOX_RULE || spec.resize !== RESIZE_RULE) {
     throw new Error(`unsupported preprocessing spec (letterbox rule ${spec.letterbox}, resize rule ${spec.resize})`);
   }
-  if ((p.dtype ?? "uint8") !== "uint8" || (p.channels ?? 1) !== 1 || JSON.stringify(p.value_range ?? [0, 255]) !== "[0,255]") {
+  if ((p.dtype ?? "uint8") !== "uint8" || (p.channels ?? 1) !== 1
+      || JSON.stringify(p.value_range ?? [0, 255]) !== "[0,255]") {
     throw new Error("unsupported preprocessing spec: the model contract is uint8, 1 channel, values 0..255");
   }
   if (![null, "clahe", "hist"].includes(spec.enhance)) throw new Error(`unknown enhance ${spec.enhance}`);
   if (!FRAME_CHOICES.includes(spec.frame)) {
-    throw new Error(`unsupported preprocessing spec: frame rule "${spec.frame}" (this app implements ${FRAME_CHOICES.join(", ")})`);
+    throw new Error(`unsupported preprocessing spec: frame rule "${spec.frame}" (this app implements ` +
+                    `${FRAME_CHOICES.join(", ")})`);
   }
   if (![null, "hand"].includes(spec.crop)) {
     throw new Error(`unsupported preprocessing spec: crop "${spec.crop}" (this app implements none, hand)`);
@@ -498,7 +503,9 @@ export function otsuThreshold(hist, n) {
 
 // cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5)), anchor at the centre: rows 00100 / 11111 x 3 / 00100
 const ELLIPSE5 = [];
-for (let dy = -2; dy <= 2; dy++) for (let dx = -2; dx <= 2; dx++) if (Math.abs(dy) < 2 || dx === 0) ELLIPSE5.push([dy, dx]);
+for (let dy = -2; dy <= 2; dy++) {
+  for (let dx = -2; dx <= 2; dx++) if (Math.abs(dy) < 2 || dx === 0) ELLIPSE5.push([dy, dx]);
+}
 
 function morph5(m, w, h, erode) {  // cv2.erode / cv2.dilate of a 0/1 mask; pixels outside the image are ignored
   const out = new Uint8Array(w * h);  // (OpenCV's default border for morphology: +inf for erode, -inf for dilate)
@@ -694,7 +701,9 @@ export function preprocessWithBox(grey, spec) {
   const crop = spec.crop === "none" ? null : spec.crop ?? null;
   if (!FRAME_CHOICES.includes(frameRule)) throw new Error(`unknown frame rule ${frameRule}`);
   if (crop !== null && crop !== "hand") throw new Error(`unknown crop ${crop}`);
-  if (crop === "hand" && (spec.crop_rule ?? HAND_RULE) !== HAND_RULE) throw new Error(`unknown hand-crop rule ${spec.crop_rule}`);
+  if (crop === "hand" && (spec.crop_rule ?? HAND_RULE) !== HAND_RULE) {
+    throw new Error(`unknown hand-crop rule ${spec.crop_rule}`);
+  }
   let frame = grey, left = 0, top = 0;
   if (frameRule === "letterbox") {
     frame = letterboxSquare(grey, spec.pad_value ?? 0);

@@ -298,7 +298,9 @@ public final class Preprocess {
     private static final int[][] ELLIPSE5;
     static {
         java.util.List<int[]> offs = new java.util.ArrayList<int[]>();
-        for (int dy = -2; dy <= 2; dy++) for (int dx = -2; dx <= 2; dx++) if (Math.abs(dy) < 2 || dx == 0) offs.add(new int[] {dy, dx});
+        for (int dy = -2; dy <= 2; dy++) {
+            for (int dx = -2; dx <= 2; dx++) if (Math.abs(dy) < 2 || dx == 0) offs.add(new int[] {dy, dx});
+        }
         ELLIPSE5 = offs.toArray(new int[0][]);
     }
 
@@ -412,7 +414,8 @@ public final class Preprocess {
         HandBox(double cx, double cy, double w, double h, double handX0, double handY0, double handX1, double handY1,
                 double coverage, double angleDeg, boolean found) {
             this.cx = cx; this.cy = cy; this.w = w; this.h = h; this.handX0 = handX0; this.handY0 = handY0;
-            this.handX1 = handX1; this.handY1 = handY1; this.coverage = coverage; this.angleDeg = angleDeg; this.found = found;
+            this.handX1 = handX1; this.handY1 = handY1; this.coverage = coverage; this.angleDeg = angleDeg;
+            this.found = found;
         }
 
         public double x0() { return cx - w / 2.0; }
@@ -442,7 +445,7 @@ public final class Preprocess {
         int w = frame.width, h = frame.height, N = HAND_WORK_SIZE;
         GreyImage g = gaussianBlur5(resizeArea(frame, N, N));
         Component comp = largestComponent(otsuMask(g, null), N, N);
-        if (comp != null && (double) comp.area / ((double) ((comp.y1 - comp.y0 + 1) * (comp.x1 - comp.x0 + 1))) > 0.85) {
+        if (comp != null && (double) comp.area / (double) ((comp.y1 - comp.y0 + 1) * (comp.x1 - comp.x0 + 1)) > 0.85) {
             Component inner = largestComponent(otsuMask(g, comp.mask), N, N);
             if (inner != null && inner.area >= 0.05 * comp.area) comp = inner;
         }
@@ -476,9 +479,12 @@ public final class Preprocess {
         int ix1 = Math.max(ix0 + 1, (int) Math.ceil(x0 + bw)), iy1 = Math.max(iy0 + 1, (int) Math.ceil(y0 + bh));
         int cw = ix1 - ix0, ch = iy1 - iy0;
         byte[] out = new byte[cw * ch];
-        int sx0 = Math.max(ix0, 0), sy0 = Math.max(iy0, 0), sx1 = Math.min(ix1, img.width), sy1 = Math.min(iy1, img.height);
+        int sx0 = Math.max(ix0, 0), sy0 = Math.max(iy0, 0);
+        int sx1 = Math.min(ix1, img.width), sy1 = Math.min(iy1, img.height);
         if (sx1 > sx0 && sy1 > sy0) {
-            for (int y = sy0; y < sy1; y++) System.arraycopy(img.data, y * img.width + sx0, out, (y - iy0) * cw + (sx0 - ix0), sx1 - sx0);
+            for (int y = sy0; y < sy1; y++) {
+                System.arraycopy(img.data, y * img.width + sx0, out, (y - iy0) * cw + (sx0 - ix0), sx1 - sx0);
+            }
         }
         GreyImage c = new GreyImage(cw, ch, out);
         return cw == ow && ch == oh ? c : resizeArea(c, ow, oh);
@@ -513,8 +519,12 @@ public final class Preprocess {
             img = cropBox(frame, hb.x0(), hb.y0(), hb.w, hb.h, spec.inputSize, spec.inputSize);
             box = hb.toMap();
             if (letterbox) {  // report in original pixels (rounded again, as Python does)
-                for (String k : new String[] {"x0", "x1", "hand_x0", "hand_x1", "cx"}) box.put(k, round3((Double) box.get(k) - left));
-                for (String k : new String[] {"y0", "y1", "hand_y0", "hand_y1", "cy"}) box.put(k, round3((Double) box.get(k) - top));
+                for (String k : new String[] {"x0", "x1", "hand_x0", "hand_x1", "cx"}) {
+                    box.put(k, round3((Double) box.get(k) - left));
+                }
+                for (String k : new String[] {"y0", "y1", "hand_y0", "hand_y1", "cy"}) {
+                    box.put(k, round3((Double) box.get(k) - top));
+                }
             }
         } else if (spec.crop == null) {
             img = resizeArea(frame, spec.inputSize, spec.inputSize);

@@ -32,12 +32,13 @@ public final class PreprocessSpec {
     public final String crop;  // null or "hand"
     public final double cropMargin;
 
-    public PreprocessSpec(int inputSize, String enhance, double claheClip, int claheTilesX, int claheTilesY, int padValue) {
+    public PreprocessSpec(int inputSize, String enhance, double claheClip, int claheTilesX, int claheTilesY,
+                          int padValue) {
         this(inputSize, enhance, claheClip, claheTilesX, claheTilesY, padValue, "letterbox", null, DEFAULT_CROP_MARGIN);
     }
 
-    public PreprocessSpec(int inputSize, String enhance, double claheClip, int claheTilesX, int claheTilesY, int padValue,
-                          String frame, String crop, double cropMargin) {
+    public PreprocessSpec(int inputSize, String enhance, double claheClip, int claheTilesX, int claheTilesY,
+                          int padValue, String frame, String crop, double cropMargin) {
         if (inputSize <= 0) throw new IllegalArgumentException("input size must be positive, got " + inputSize);
         if ("none".equals(enhance)) enhance = null;
         if (enhance != null && !enhance.equals("hist") && !enhance.equals("clahe")) {
@@ -85,7 +86,8 @@ public final class PreprocessSpec {
         }
         for (String k : p.keySet()) {
             if (!KEYS.contains(k)) {
-                throw new IllegalArgumentException("unsupported preprocessing spec: unknown field '" + k + "' (update the app)");
+                throw new IllegalArgumentException("unsupported preprocessing spec: unknown field '" + k
+                    + "' (update the app)");
             }
         }
         int size = ((Number) p.get("input_size")).intValue();
@@ -93,9 +95,9 @@ public final class PreprocessSpec {
             throw new IllegalArgumentException("metadata says input " + size + " px, the model's input is "
                 + modelInputSize + " px");
         }
-        Object version = p.get("version");
-        int v = version == null ? 1 : ((Number) version).intValue();
-        if (version != null && (((Number) version).doubleValue() != v || (v != VERSIONS[0] && v != VERSIONS[1]))) {
+        Object version = p.containsKey("version") ? p.get("version") : Long.valueOf(1);  // absent: version 1
+        if (!(version instanceof Number) || ((Number) version).doubleValue() != ((Number) version).intValue()
+            || (((Number) version).intValue() != VERSIONS[0] && ((Number) version).intValue() != VERSIONS[1])) {
             throw new IllegalArgumentException("unsupported preprocessing spec version " + version
                 + " (this app implements versions 1, 2; update the app)");
         }
@@ -103,11 +105,13 @@ public final class PreprocessSpec {
         if ((lb != null && !LETTERBOX_RULE.equals(lb)) || (rs != null && !RESIZE_RULE.equals(rs))) {
             throw new IllegalArgumentException("unsupported letterbox/resize rule " + lb + "/" + rs);
         }
-        Object dtype = p.get("dtype"), channels = p.get("channels"), range = p.get("value_range");
+        Object dtype = p.get("dtype"), channels = p.get("channels");
+        List<Object> range = (List<Object>) p.get("value_range");
         if ((dtype != null && !"uint8".equals(dtype)) || (channels != null && ((Number) channels).intValue() != 1)
-            || (range != null && !(((List<Object>) range).size() == 2 && ((Number) ((List<Object>) range).get(0)).intValue() == 0
-                                   && ((Number) ((List<Object>) range).get(1)).intValue() == 255))) {
-            throw new IllegalArgumentException("unsupported preprocessing spec: the model contract is uint8, 1 channel, values 0..255");
+            || (range != null && !(range.size() == 2 && ((Number) range.get(0)).intValue() == 0
+                                   && ((Number) range.get(1)).intValue() == 255))) {
+            throw new IllegalArgumentException(
+                "unsupported preprocessing spec: the model contract is uint8, 1 channel, values 0..255");
         }
         double clip = p.get("clahe_clip") == null ? 2.0 : ((Number) p.get("clahe_clip")).doubleValue();
         int tx = 8, ty = 8;
@@ -117,14 +121,25 @@ public final class PreprocessSpec {
             ty = ((Number) t.get(1)).intValue();
         }
         int pad = p.get("pad_value") == null ? 0 : ((Number) p.get("pad_value")).intValue();
-        String crop = (String) p.get("crop");
+        String crop = string(p, "crop");
         if ("none".equals(crop)) crop = null;
         Object rule = p.get("crop_rule");
         if ("hand".equals(crop) && rule != null && !HAND_RULE.equals(rule)) {  // no rule with a hand crop = this one
             throw new IllegalArgumentException("unsupported preprocessing spec: hand-crop rule '" + rule
                 + "' (this app implements '" + HAND_RULE + "'; update the app)");
         }
-        double margin = p.get("crop_margin") == null ? DEFAULT_CROP_MARGIN : ((Number) p.get("crop_margin")).doubleValue();
-        return new PreprocessSpec(size, (String) p.get("enhance"), clip, tx, ty, pad, (String) p.get("frame"), crop, margin);
+        double margin = p.get("crop_margin") == null ? DEFAULT_CROP_MARGIN
+            : ((Number) p.get("crop_margin")).doubleValue();
+        // absent: letterbox; null reads as "null" and is refused, as in Python
+        String frame = p.containsKey("frame") ? String.valueOf(p.get("frame")) : "letterbox";
+        return new PreprocessSpec(size, string(p, "enhance"), clip, tx, ty, pad, frame, crop, margin);
+    }
+
+    private static String string(Map<String, Object> p, String key) {
+        Object v = p.get(key);
+        if (v != null && !(v instanceof String)) {
+            throw new IllegalArgumentException("unsupported preprocessing spec: " + key + " " + v + " is not a string");
+        }
+        return (String) v;
     }
 }
