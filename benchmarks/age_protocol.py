@@ -123,6 +123,14 @@ def evaluate(model_path: Path, rsna_dir: Path, *, do_zoom: bool) -> dict:
         pred = predict_samples(model, ss)
         res[name] = {"summary": summary(true, pred, male), "ids": [s.id for s in ss], "pred": pred.tolist(),
                      "true": true.tolist()}
+        if model.interval:
+            from edge_boneage.calibrate import interval_for
+
+            iv = np.array([interval_for(p, model.interval) for p in pred])
+            inside = (true >= iv[:, 0]) & (true <= iv[:, 1])
+            res[name]["interval"] = {"nominal": model.interval["coverage"], "coverage": float(inside.mean()),
+                                     "coverage_ci": bootstrap_ci(inside.astype(float)), "n": int(len(inside)),
+                                     "mean_width_months": float((iv[:, 1] - iv[:, 0]).mean())}
     if do_zoom:
         base = np.asarray(res["test"]["pred"])
         res["zoom"] = {}
@@ -151,6 +159,12 @@ def main(argv=None) -> int:
             print(format_summary(f"RSNA 100x100 protocol test split (n={len(r['test']['ids'])}):", r["test"]["summary"]))
             print(format_summary(f"RSNA full-resolution films (n={len(r['fullres']['ids'])}):",
                                  r["fullres"]["summary"]))
+            for name in ("test", "fullres"):
+                iv = r[name].get("interval")
+                if iv:
+                    print(f"  {name}: {100 * iv['nominal']:.0f} % interval covers {100 * iv['coverage']:.1f} % "
+                          f"[{100 * iv['coverage_ci'][0]:.1f}, {100 * iv['coverage_ci'][1]:.1f}] of n={iv['n']}, "
+                          f"mean width {iv['mean_width_months']:.1f} months")
             for z, d in (r.get("zoom") or {}).items():
                 print(f"  zoom {z}x: mean shift {d['mean_shift']:+.2f} months "
                       f"[{d['ci'][0]:+.2f}, {d['ci'][1]:+.2f}], mean |shift| {d['mean_abs_shift']:.2f} (n={d['n']})")

@@ -367,10 +367,11 @@ def _outputs_meaning(model, task: str) -> dict:
 
             layer = age_layer(model)
             centres, calibration = list(layer.centres), getattr(layer, "calibration", None)
+            interval = getattr(layer, "interval", None)
         except EdgeBoneageError:
-            centres, calibration = list(AGE_CENTRES_MONTHS), None
+            centres, calibration, interval = list(AGE_CENTRES_MONTHS), None, None
         return {"age": {"shape": ["batch", 1], "unit": "months", "meaning": "expected bone age = sum_k probs_k * "
-                        "class_centres_months_k", "calibration": calibration},
+                        "class_centres_months_k", "calibration": calibration, "interval": interval},
                 "probs": {"shape": ["batch", 19], "meaning": "probabilities of the 19 one-year classes; class k = "
                           "[12k, 12k+12) months (centres: bias-corrected when age.calibration is set)",
                           "class_centres_months": centres}}

@@ -43,4 +43,45 @@ def apply_linear(model, a: float, b: float, *, n: int, fitted_on: str) -> dict:
     return rec
 
 
-__all__ = ["age_layer", "apply_linear", "fit_linear"]
+#: bands of the *predicted* age (years) for the conformal interval widths
+INTERVAL_BANDS_YEARS = ((0, 5), (5, 10), (10, 15), (15, 100))
+
+
+def fit_intervals(pred, true, coverage: float = 0.9, bands=INTERVAL_BANDS_YEARS) -> dict:
+    """Split-conformal half-widths: per band of the predicted age, the ceil((n+1) * coverage)-th smallest |residual|
+    (pred already bias-corrected). A band with fewer than 20 images takes the overall half-width."""
+    p, t = np.asarray(pred, np.float64), np.asarray(true, np.float64)
+    r = np.abs(p - t)
+
+    def q(x):
+        k = int(np.ceil((len(x) + 1) * coverage))
+        return float(np.sort(x)[min(k, len(x)) - 1])
+
+    overall = q(r)
+    out = []
+    for lo, hi in bands:
+        m = (p >= 12 * lo) & (p < 12 * hi)
+        out.append({"pred_from_months": 12.0 * lo, "pred_to_months": 12.0 * hi, "n": int(m.sum()),
+                    "half_width_months": q(r[m]) if m.sum() >= 20 else overall})
+    return {"coverage": coverage, "method": "split conformal on |residual|, by band of the predicted age",
+            "overall_half_width_months": overall, "bands": out}
+
+
+def interval_for(age_months: float, interval: dict | None) -> list[float] | None:
+    """[low, high] months of a prediction under a fitted interval record (None without one)."""
+    if not interval:
+        return None
+    hw = interval["overall_half_width_months"]
+    for b in interval["bands"]:
+        if b["pred_from_months"] <= age_months < b["pred_to_months"]:
+            hw = b["half_width_months"]
+            break
+    return [max(0.0, float(age_months) - hw), float(age_months) + hw]
+
+
+def set_interval(model, interval: dict) -> None:
+    age_layer(model).interval = dict(interval)
+
+
+__all__ = ["INTERVAL_BANDS_YEARS", "age_layer", "apply_linear", "fit_intervals", "fit_linear", "interval_for",
+           "set_interval"]

@@ -54,6 +54,8 @@ class Prediction:
     latency_ms: float
     image_meta: dict = field(default_factory=dict)
     hand_box: dict | None = None  # the located hand's crop box in image pixels (models with crop="hand")
+    interval_months: list[float] | None = None  # calibrated prediction interval [low, high] (edge_boneage.calibrate)
+    interval_coverage: float | None = None
     sex_source: str | None = None  # "argument" | "dicom" | "both" | None (no sex given: see ages_by_sex)
     ages_by_sex: dict | None = None  # {"M": months, "F": months} when the model needs a sex and none was known
     chronological_age_months: float | None = None  # from the DICOM tags, when present
@@ -74,6 +76,10 @@ class Prediction:
                 sex += f", {src[self.sex_source]}"
             text = (f"{self.image}: bone age {self.age_months / 12:.2f} years "
                     f"({self.years} y {self.months} m, {self.age_months:.1f} months; {sex})")
+        if self.interval_months:
+            lo, hi = self.interval_months
+            text += (f"; {100 * (self.interval_coverage or 0.9):.0f} % interval {lo / 12:.1f}-{hi / 12:.1f} years "
+                     f"({lo:.0f}-{hi:.0f} months)")
         if self.chronological_age_months is not None:
             text += f"; chronological age {self.chronological_age_months / 12:.2f} years (DICOM)"
             if self.bone_minus_chronological_months is not None:
@@ -98,6 +104,8 @@ class AgePredictor:
         outputs = self.metadata.get("outputs") or {}
         centres = outputs.get("class_centres_months") or (outputs.get("probs") or {}).get("class_centres_months")
         self.class_centres = list(centres or DEFAULT_CLASS_CENTRES_MONTHS)
+        if self.kind == "tflite":
+            self.interval = (outputs.get("age") or {}).get("interval")
 
     def _init_tflite(self) -> None:
         from edge_boneage.preprocess import PreprocessSpec
@@ -126,6 +134,7 @@ class AgePredictor:
         from edge_boneage.preprocess import spec_of_keras_model
 
         self.spec = spec_of_keras_model(self.model)
+        self.interval = keras_interval(self.model)
 
     def run(self, image: np.ndarray, male: float | None) -> dict[str, np.ndarray]:
         feed = {"image": image[None, :, :, None].astype(np.uint8)}
@@ -140,6 +149,14 @@ class AgePredictor:
             if not isinstance(out, dict):
                 out = dict(zip(self.model.output_names, out if isinstance(out, (list, tuple)) else [out]))
         return {k: np.asarray(v) for k, v in out.items()}
+
+
+def keras_interval(model) -> dict | None:
+    """The conformal interval record a Keras age model carries (its SoftmaxExpectation config), or None."""
+    for layer in model._flatten_layers(include_self=False):
+        if type(layer).__name__ == "SoftmaxExpectation":
+            return getattr(layer, "interval", None)
+    return None
 
 
 def resolve_sex(sex_arg, meta, where) -> tuple[float | None, str | None]:
@@ -184,12 +201,23 @@ def predict_image(predictor: AgePredictor, image_path: str | os.PathLike, sex=No
     probs = out.get("probs") if both is None else None
     y, m = years_months(age)
     chrono = getattr(meta, "chronological_age_months", None)
+    from edge_boneage.calibrate import interval_for
+
+    ival = predictor.interval
+    if both is None:
+        interval = interval_for(age, ival)
+    elif ival:  # both sexes: the union of the two intervals
+        lo_hi = [interval_for(v, ival) for v in both.values()]
+        interval = [min(i[0] for i in lo_hi), max(i[1] for i in lo_hi)]
+    else:
+        interval = None
     return Prediction(
         image=str(image_path), model=str(predictor.path), age_months=age, years=y, months=m,
         sex=None if male is None or not predictor.needs_sex else ("M" if male else "F"),
         probs=None if probs is None else [float(p) for p in np.asarray(probs).reshape(-1)],
         class_centres_months=predictor.class_centres if probs is not None else None,
         input_size=predictor.size, latency_ms=latency, image_meta=meta.to_dict(), hand_box=box,
+        interval_months=interval, interval_coverage=(ival or {}).get("coverage") if interval else None,
         sex_source=source if predictor.needs_sex else None, ages_by_sex=both, chronological_age_months=chrono,
         bone_minus_chronological_months=None if chrono is None or both is not None else round(age - chrono, 2),
     )

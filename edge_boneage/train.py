@@ -555,6 +555,7 @@ class _TFLiteAgeModel:
         meta = read_metadata(path) or {}
         d = (meta.get("input") or {}).get("preprocess") or meta.get("preprocess")
         self.spec = PreprocessSpec.from_dict(d) if d else PreprocessSpec(input_size=self.size, version=1)
+        self.interval = ((meta.get("outputs") or {}).get("age") or {}).get("interval")
 
     def predict(self, x: dict) -> np.ndarray:
         out = self.model({k: v for k, v in x.items() if k in self.input_names})
@@ -572,9 +573,11 @@ class _KerasAgeModel:
         self.model = load_model(path)
         self.size = model_input_size(self.model)
         self.input_names = set(model_input_names(self.model))
+        from edge_boneage.predict import keras_interval
         from edge_boneage.preprocess import spec_of_keras_model
 
         self.spec = spec_of_keras_model(self.model)
+        self.interval = keras_interval(self.model)
 
     def predict(self, x: dict) -> np.ndarray:
         out = self.model.predict_on_batch({k: v for k, v in x.items() if k in self.input_names})

@@ -228,10 +228,11 @@ class SoftmaxExpectation(keras.layers.Layer):
     Default centres are the 19 one-year bone-age bin centres in MONTHS (12k+6); see docs/LAYERS.md for why not [1..19].
     """
 
-    def __init__(self, centres=None, calibration=None, **kwargs):
+    def __init__(self, centres=None, calibration=None, interval=None, **kwargs):
         super().__init__(**kwargs)
         self.centres = [float(c) for c in (BONE_AGE_CLASS_CENTRES_MONTHS if centres is None else centres)]
         self.calibration = list(calibration) if calibration else None  # bias corrections folded in (calibrate.py)
+        self.interval = dict(interval) if interval else None  # conformal prediction interval (calibrate.py)
 
     def build(self, input_shape):
         if input_shape[-1] is not None and int(input_shape[-1]) != len(self.centres):
@@ -248,4 +249,6 @@ class SoftmaxExpectation(keras.layers.Layer):
         cfg = {**super().get_config(), "centres": list(self.centres)}
         if self.calibration:
             cfg["calibration"] = list(self.calibration)
+        if self.interval:
+            cfg["interval"] = dict(self.interval)
         return cfg

@@ -1,4 +1,5 @@
-"""`edge-boneage calibrate RUN_DIR`: fit the linear bias correction on the run's validation images, into the model."""
+"""`edge-boneage calibrate RUN_DIR`: fit the linear bias correction and a conformal prediction interval on the run's
+validation images, and store both inside the model."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ def register(subparsers) -> None:
     p.add_argument("run", help="training run folder (its best.keras and validation ids)")
     p.add_argument("--model", help="model to correct (default: RUN/best.keras)")
     p.add_argument("--out", required=True, help="output .keras")
+    p.add_argument("--coverage", type=float, default=0.9, help="prediction interval coverage (default 0.9)")
     p.set_defaults(func=handler)
 
 
@@ -40,10 +42,15 @@ def handler(args) -> int:
     model = keras.Model.from_config(age_model.model.get_config())  # same graph and config, no optimizer (shippable)
     model.set_weights(age_model.model.get_weights())
     rec = calibrate.apply_linear(model, a, b, n=len(true), fitted_on=f"{run.name}: validation ids of run.json")
-    T.save_model_atomic(model, out)
     after = a * pred + b
+    interval = calibrate.fit_intervals(after, true, coverage=args.coverage)
+    calibrate.set_interval(model, interval)
+    T.save_model_atomic(model, out)
     print(f"fitted on {len(true)} validation images of {run}: age' = {a:.4f} * age {b:+.2f} months")
     print(f"validation (in-sample for the fit) MAE {np.abs(pred - true).mean():.2f} -> {np.abs(after - true).mean():.2f} "
           f"months, bias {np.mean(pred - true):+.2f} -> {np.mean(after - true):+.2f}")
+    print(f"{100 * args.coverage:.0f} % interval half-widths (months) by predicted age: " + ", ".join(
+        f"{b['pred_from_months'] / 12:.0f}-{min(b['pred_to_months'] / 12, 19):.0f} y +-{b['half_width_months']:.1f} "
+        f"(n={b['n']})" for b in interval["bands"]))
     print(f"wrote {out} ({rec})")
     return 0
