@@ -33,6 +33,20 @@ def _quiet_native_logs() -> None:
         os.environ.setdefault(key, value)
 
 
+def describe_os_error(exc: OSError) -> str:
+    """One line naming the path and the problem (no traceback): '<path>: No space left on device'."""
+    import errno
+
+    what = exc.strerror or str(exc)
+    hint = {errno.ENOSPC: " (disk full)", errno.EROFS: " (read-only file system)", errno.EACCES: " (permission)",
+            errno.ENOTDIR: " (a part of the path is a file, not a folder)"}.get(exc.errno, "")
+    if exc.errno == errno.EEXIST and exc.filename and os.path.isfile(exc.filename):
+        hint = " (a file, not a folder)"
+    paths = [p for p in (exc.filename, getattr(exc, "filename2", None)) if p]
+    where = " -> ".join(str(p) for p in paths) if paths else "(no path)"
+    return " ".join(f"{where}: {what}{hint}".split())
+
+
 def main(argv: list[str] | None = None) -> int:
     _quiet_native_logs()
     parser = build_parser()
@@ -48,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"edge-boneage {args.command}: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # the environment (disk full, read-only or missing folder, not a directory, permissions)
+        print(f"edge-boneage {args.command}: error: {describe_os_error(exc)}", file=sys.stderr)
+        return 1
     return int(rc or 0)
 
 

@@ -135,3 +135,29 @@ def test_dicom_tags_sex_laterality_and_age(models, tmp_path):
     assert predict_image(pred, left, sex="F").sex_source == "both"
     with pytest.raises(EdgeBoneageError, match="contradicts the file's DICOM PatientSex F"):
         predict_image(pred, left, sex="M")
+
+
+def test_environment_errors_are_one_line(tmp_path, capsys, monkeypatch):
+    """A file where a folder should be, and a full disk, give one line naming the path and exit 1: no traceback."""
+    import errno
+
+    from edge_boneage.cli import main
+
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    rc = main(["synth", "--out", str(blocker / "sub"), "--n", "2", "--size", "64"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1 and str(blocker) in err[0] and "not a folder" in err[0], err
+
+    from pathlib import Path
+
+    def full(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device", str(self))
+
+    monkeypatch.setattr(Path, "write_bytes", full)  # the disk fills up while the images are written
+    dest = tmp_path / "full"
+    dest.mkdir()
+    rc = main(["synth", "--out", str(dest / "out"), "--n", "2", "--size", "64"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1 and "No space left on device (disk full)" in err[0], err
+    assert list(dest.iterdir()) == [], "a half-written data set was left behind"
