@@ -161,6 +161,7 @@ class TrainResult:
     val_report: dict | None
     history: list[dict]
     seconds: float
+    already_finished: bool = False  # a resume of a run that had already trained all its epochs: nothing was done
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -338,10 +339,16 @@ def _link_atomic(src: Path, dst: Path) -> None:
     if tmp.exists():
         tmp.unlink()
     try:
+        if dst.exists() and os.path.samefile(src, dst):
+            return  # already that file (rename onto a hard link of itself would leave tmp behind)
         os.link(src, tmp)
     except OSError:
         shutil.copy2(src, tmp)
-    os.replace(tmp, dst)
+    try:
+        os.replace(tmp, dst)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def model_input_names(model) -> list[str]:
@@ -639,11 +646,32 @@ def _environment() -> dict:
     return env
 
 
-def train(config: TrainConfig, source=None) -> TrainResult:
+#: settings a resume may change: the run length and where/how it prints
+RESUME_MAY_CHANGE = {"epochs", "out", "resume", "verbose", "backend_note"}
+
+
+def resume_differences(config: TrainConfig, saved: dict, explicit) -> list[str]:
+    """'name old -> new' for every explicitly given setting that differs from the saved run's."""
+    saved_cfg = TrainConfig.from_json(saved)
+    diffs = []
+    for name in sorted(set(explicit) - RESUME_MAY_CHANGE):
+        if not hasattr(config, name):
+            continue
+        new, old = getattr(config, name), getattr(saved_cfg, name)
+        if isinstance(new, (list, tuple)) or isinstance(old, (list, tuple)):
+            new, old = (list(new) if new is not None else None), (list(old) if old is not None else None)
+        if new != old:
+            diffs.append(f"{name} {old!r} -> {new!r}")
+    return diffs
+
+
+def train(config: TrainConfig, source=None, *, explicit=None) -> TrainResult:
     """Train (or resume) a registered age model; see the module docstring for files, loss and resume.
 
     `source`: optional in-memory data (edge_boneage.sources.ArrayImages / SampleImages) used instead of the
-    config's data source (then pass the same source again when resuming).
+    config's data source (then pass the same source again when resuming). `explicit`: the settings the user gave
+    (the CLI's non-default flags); resuming with any of them different from the run's own is refused, naming them.
+    A run that already finished its epochs is not touched: the result says so (``already_finished``).
     """
     t0 = time.time()
     out = Path(config.out)
@@ -652,6 +680,11 @@ def train(config: TrainConfig, source=None) -> TrainResult:
     if config.resume and state_path.is_file():
         state = json.loads(state_path.read_text())
         saved = json.loads((out / "run.json").read_text())["config"]
+        if explicit is not None:
+            diffs = resume_differences(config, saved, explicit)
+            if diffs:
+                raise EdgeBoneageError(f"{out}: --resume keeps the run's own settings, but this command changes "
+                                       f"{'; '.join(diffs)} (drop those flags, or start a new run with another --out)")
         epochs = max(config.epochs, int(saved.get("epochs", 0)))
         config = TrainConfig.from_json({**saved, "epochs": epochs, "out": str(out), "resume": True,
                                         "verbose": config.verbose})
@@ -659,6 +692,12 @@ def train(config: TrainConfig, source=None) -> TrainResult:
         raise EdgeBoneageError(f"{out}: already holds a training run (state.json); pass --resume or another --out")
     if config.batch < 1 or config.epochs < 1:
         raise EdgeBoneageError("batch and epochs must be >= 1")
+    if state and int(state["epoch"]) + 1 >= config.epochs and (out / "best.keras").is_file():
+        best = out / "best.keras"
+        return TrainResult(out=str(out), epochs_done=int(state["epoch"]) + 1, initial_epoch=int(state["epoch"]) + 1,
+                           best_epoch=state.get("best_epoch"), best_val_mae_months=state.get("best_val_mae"),
+                           last_checkpoint=str(out / "last.keras"), best_checkpoint=str(best), val_report=None,
+                           history=[], seconds=time.time() - t0, already_finished=True)
     out.mkdir(parents=True, exist_ok=True)
 
     import keras

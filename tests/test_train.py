@@ -407,3 +407,34 @@ def test_rsna_files_train_split_and_evaluate_from_run(tmp_path, rsna_dir):
     assert cli.main(["evaluate", str(out / "best.keras"), "--from-run", str(out), "--out", str(tmp_path / "ev")]) == 0
     again = json.loads((tmp_path / "ev/report.json").read_text())
     assert again["overall"] == pytest.approx(r.val_report["overall"], rel=1e-5)
+
+
+def test_cli_resume_refuses_changes_finished_run_and_sigterm(tmp_path, capsys):
+    """--resume with a changed setting is refused naming it; resuming a finished run says so (exit 0, no hidden
+    link files left); SIGTERM stops like Ctrl-C with the resume command in the message."""
+    from edge_boneage.cli import main
+
+    out = tmp_path / "run"
+    base = ["train", "--model", "mobilenetv3_large", "--model-arg", "alpha=0.35", "--data", "synth", "--synth-n", "24",
+            "--size", "32", "--batch", "8", "--epochs", "1", "--crop", "none", "--frame", "letterbox", "--out", str(out),
+            "--verbose", "0"]
+    assert main(base) == 0
+    capsys.readouterr()
+    assert main(base + ["--resume", "--lr", "0.01", "--batch", "4"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "batch 8 -> 4" in err[0] and "lr 0.0005 -> 0.01" in err[0], err
+    assert main(base + ["--resume"]) == 0
+    assert "already finished its 1 epochs" in capsys.readouterr().out
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")], list(out.iterdir())
+
+    env = dict(_child_env())
+    argv = [sys.executable, "-m", "edge_boneage.cli", *base[:-4], "--epochs", "50", "--out", str(tmp_path / "r2"),
+            "--verbose", "0"]
+    proc = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while T.committed_epoch(tmp_path / "r2") < 0 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert f"edge-boneage train --resume --out {tmp_path / 'r2'}" in stderr

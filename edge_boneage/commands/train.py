@@ -95,6 +95,7 @@ def register(subparsers) -> None:
     p.add_argument("--note", default="", help="free text stored in run.json")
     p.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1, help="Keras progress (1 = bar)")
     p.set_defaults(func=handler)
+    p.set_defaults(parser_defaults={a.dest: a.default for a in p._actions})
 
 
 def handler(args) -> int:
@@ -116,7 +117,29 @@ def handler(args) -> int:
         label_smoothing=args.label_smoothing, bn_momentum=args.bn_momentum, seed=args.seed, out=args.out,
         resume=args.resume, mixed_precision=args.mixed_precision, backend_note=args.note, verbose=args.verbose,
         **{"recipe": args.recipe, **kw})
-    r = train(cfg)
+    explicit = {k for k, v in vars(args).items() if v != args.parser_defaults.get(k)} if args.resume else None
+    if explicit is not None and args.recipe != "cpu":
+        explicit |= set(RECIPES[args.recipe])
+    if explicit is not None:  # CLI names -> config fields
+        explicit = {{"model_arg": "model_args", "note": "backend_note"}.get(k, k) for k in explicit}
+    import signal
+
+    def _term(signum, frame):
+        raise KeyboardInterrupt
+
+    old_term = signal.signal(signal.SIGTERM, _term)  # SIGTERM stops like Ctrl-C: the last committed epoch stays
+    try:
+        r = train(cfg, explicit=explicit)
+    except KeyboardInterrupt:
+        print(f"edge-boneage train: interrupted; the last committed epoch is kept: continue with "
+              f"edge-boneage train --resume --out {cfg.out}", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+    if r.already_finished:
+        print(f"{cfg.out}: this run already finished its {r.epochs_done} epochs; nothing to do "
+              f"(pass --resume --epochs N with N > {r.epochs_done} to train longer)")
+        return 0
     print(f"trained {cfg.model}: epochs {r.initial_epoch}..{r.epochs_done - 1} this run, {r.epochs_done} in total, "
           f"{r.seconds:.1f} s")
     if r.best_epoch is not None:
