@@ -72,34 +72,44 @@ def format_summary(title: str, s: dict) -> str:
     return "\n".join(lines)
 
 
-def protocol_sets(rsna_dir: Path):
-    """(test samples, fullres samples) of the protocol."""
+def protocol_sets(rsna_dir: Path, split: str = "test"):
+    """(test samples, fullres samples) of the protocol (split="val": the validation split instead of the test split,
+    for choosing inference options such as TTA without looking at the test split)."""
     from edge_boneage import datasets
     from edge_boneage.train import protocol_split
 
     samples = list(datasets.load_rsna_csv(rsna_dir / "labels.csv", rsna_dir / "img100").samples)
-    _tr, _va, test = protocol_split(samples, rsna_dir)
+    _tr, val, test = protocol_split(samples, rsna_dir)
+    test = val if split == "val" else test
     full = list(datasets.load_rsna_csv(rsna_dir / "fullres.csv", rsna_dir / "fullres").samples)
     return test, full
 
 
-def predict_samples(model, samples, transform=None, batch: int = 32) -> np.ndarray:
+#: test-time augmentation: the hand-crop margin varied around the contract's (a scale jitter of the crop)
+TTA_MARGINS = (0.0, 0.04, 0.08)
+
+
+def predict_samples(model, samples, transform=None, batch: int = 32, tta: bool = False) -> np.ndarray:
     """Ages (months) of samples, each read and preprocessed by the model's own contract (optional image transform
-    on the decoded image first)."""
+    on the decoded image first). tta: the mean over the crop margins TTA_MARGINS (hand-crop models only)."""
+    import dataclasses
+
     from edge_boneage.io import read_image
 
+    specs = [model.spec]
+    if tta and model.spec.crop == "hand":
+        specs = [dataclasses.replace(model.spec, crop_margin=m) for m in TTA_MARGINS]
     preds = []
     for b in range(0, len(samples), batch):
         chunk = samples[b:b + batch]
-        imgs = []
+        decoded = []
         for s in chunk:
             img, _ = read_image(s.path)
-            if transform is not None:
-                img = transform(img)
-            imgs.append(model.spec.apply(img))
-        x = {"image": np.stack(imgs)[..., None].astype(np.uint8),
-             "sex": np.array([[1.0 if s.male else 0.0] for s in chunk], np.float32)}
-        preds.append(model.predict(x))
+            decoded.append(transform(img) if transform is not None else img)
+        sex = np.array([[1.0 if s.male else 0.0] for s in chunk], np.float32)
+        outs = [model.predict({"image": np.stack([sp.apply(im) for im in decoded])[..., None].astype(np.uint8),
+                               "sex": sex}) for sp in specs]
+        preds.append(np.mean(outs, axis=0))
     return np.concatenate(preds).astype(np.float64)
 
 
@@ -111,16 +121,16 @@ def zoom(img: np.ndarray, factor: float) -> np.ndarray:
     return cv2.warpAffine(img, mat, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
-def evaluate(model_path: Path, rsna_dir: Path, *, do_zoom: bool) -> dict:
+def evaluate(model_path: Path, rsna_dir: Path, *, do_zoom: bool, split: str = "test", tta: bool = False) -> dict:
     from edge_boneage.train import open_age_model
 
     model = open_age_model(model_path)
-    test, full = protocol_sets(rsna_dir)
-    res = {"model": str(model_path), "contract": model.spec.to_dict()}
+    test, full = protocol_sets(rsna_dir, split)
+    res = {"model": str(model_path), "contract": model.spec.to_dict(), "split": split, "tta": tta}
     for name, ss in (("test", test), ("fullres", full)):
         true = np.array([s.boneage_months for s in ss], np.float64)
         male = np.array([1.0 if s.male else 0.0 for s in ss])
-        pred = predict_samples(model, ss)
+        pred = predict_samples(model, ss, tta=tta)
         res[name] = {"summary": summary(true, pred, male), "ids": [s.id for s in ss], "pred": pred.tolist(),
                      "true": true.tolist()}
         if model.interval:
@@ -135,7 +145,7 @@ def evaluate(model_path: Path, rsna_dir: Path, *, do_zoom: bool) -> dict:
         base = np.asarray(res["test"]["pred"])
         res["zoom"] = {}
         for z in ZOOMS:
-            shift = predict_samples(model, test, transform=lambda im, z=z: zoom(im, z)) - base
+            shift = predict_samples(model, test, transform=lambda im, z=z: zoom(im, z), tta=tta) - base
             res["zoom"][str(z)] = {"mean_shift": float(shift.mean()), "ci": bootstrap_ci(shift),
                                    "mean_abs_shift": float(np.abs(shift).mean()), "n": int(len(shift))}
     return res
@@ -147,16 +157,20 @@ def main(argv=None) -> int:
     ap.add_argument("--rsna-dir", type=Path, required=True)
     ap.add_argument("--zoom", action="store_true", help="also the zoom test (3 more passes over the test split)")
     ap.add_argument("--json", type=Path, help="write every result (with per-image predictions) here")
+    ap.add_argument("--split", choices=("test", "val"), default="test",
+                    help="test (report) or val (to choose inference options without the test split)")
+    ap.add_argument("--tta", action="store_true", help=f"mean over hand-crop margins {TTA_MARGINS}")
     a = ap.parse_args(argv)
     results = []
     try:
         for m in a.models:
-            r = evaluate(m, a.rsna_dir, do_zoom=a.zoom)
+            r = evaluate(m, a.rsna_dir, do_zoom=a.zoom, split=a.split, tta=a.tta)
             results.append(r)
             c = r["contract"]
             print(f"## {m}  (input {c['input_size']} px, frame {c.get('frame', 'letterbox')}, crop {c.get('crop')}, "
                   f"enhance {c.get('enhance')})")
-            print(format_summary(f"RSNA 100x100 protocol test split (n={len(r['test']['ids'])}):", r["test"]["summary"]))
+            print(format_summary(f"RSNA 100x100 protocol {a.split} split (n={len(r['test']['ids'])})"
+                                 f"{', TTA' if a.tta else ''}:", r["test"]["summary"]))
             print(format_summary(f"RSNA full-resolution films (n={len(r['fullres']['ids'])}):",
                                  r["fullres"]["summary"]))
             for name in ("test", "fullres"):
