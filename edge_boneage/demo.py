@@ -65,10 +65,16 @@ def run_demo(out: str | Path, *, size: int = QUICK["size"], synth_n: int = QUICK
 
     t0 = time.time()
     image = sorted((synth_dir / "images").glob("*.png"))[0]
-    pred = predict_file(out / "model_int8.tflite", image, sex="F")
-    step("predict", t0, image=str(image), age_months=round(pred.age_months, 1))
+    import csv
 
-    summary.update(rows=rows, prediction=pred.to_dict(), seconds=round(time.time() - t_all, 1))
+    with open(synth_dir / "labels.csv", newline="") as f:  # the sample's own label: true sex and true age
+        label = next(r for r in csv.DictReader(f) if r["id"] == image.stem)
+    sex = "M" if label["male"].strip().lower() == "true" else "F"
+    pred = predict_file(out / "model_int8.tflite", image, sex=sex)
+    step("predict", t0, image=str(image), age_months=round(pred.age_months, 1), true_months=float(label["boneage"]))
+
+    summary.update(rows=rows, prediction=pred.to_dict(), true_age_months=float(label["boneage"]),
+                   seconds=round(time.time() - t_all, 1))
     write_json_atomic(out / "summary.json", summary)
     return summary
 
@@ -79,7 +85,9 @@ def format_summary(summary: dict) -> str:
         lines.append(f"| {r['variant']} | {r['size_kib']} | {r['val_mae_months']:.2f} | {r['parity']} |")
     p = summary["prediction"]
     lines.append("")
-    lines.append(f"predict {p['image']} with {p['model']}: {p['age_months']:.1f} months "
-                 f"({p['years']} y {p['months']} m), {p['latency_ms']:.1f} ms")
+    true = summary.get("true_age_months")
+    truth = f"; true age {true:.1f} months (error {p['age_months'] - true:+.1f})" if true is not None else ""
+    lines.append(f"predict {p['image']} ({p['sex']}) with {p['model']}: {p['age_months']:.1f} months "
+                 f"({p['years']} y {p['months']} m){truth}, {p['latency_ms']:.1f} ms")
     lines.append(f"total {summary['seconds']} s")
     return "\n".join(lines)

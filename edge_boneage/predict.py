@@ -60,6 +60,8 @@ class Prediction:
     ages_by_sex: dict | None = None  # {"M": months, "F": months} when the model needs a sex and none was known
     chronological_age_months: float | None = None  # from the DICOM tags, when present
     bone_minus_chronological_months: float | None = None
+    quality_ok: bool = True  # edge_boneage.quality.assess: False when the image does not look like a hand radiograph
+    quality_reasons: list[str] = field(default_factory=list)  # why not (short phrases); empty when accepted
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -85,6 +87,13 @@ class Prediction:
             if self.bone_minus_chronological_months is not None:
                 text += f", bone - chronological {self.bone_minus_chronological_months:+.1f} months"
         return text
+
+    def quality_warning(self) -> str | None:
+        """The line to show when the quality gate did not accept the image, else None."""
+        if self.quality_ok:
+            return None
+        return (f"WARNING: not accepted as a hand radiograph: {', '.join(self.quality_reasons)} "
+                f"(age shown for reference only)")
 
 
 class AgePredictor:
@@ -179,13 +188,19 @@ def predict_image(predictor: AgePredictor, image_path: str | os.PathLike, sex=No
     """Read, preprocess per the model's spec, run, decode. Errors name the file.
 
     Sex: the argument, else the DICOM PatientSex; a model with a sex input and no known sex is run for both sexes
-    (``ages_by_sex``; ``age_months`` is then their mean, ``sex`` None)."""
+    (``ages_by_sex``; ``age_months`` is then their mean, ``sex`` None).
+    The decoded image also goes through the quality gate (edge_boneage.quality): ``quality_ok`` / ``quality_reasons``;
+    the age is still computed for a flagged image (the caller decides: ``predict --strict`` exits 2)."""
     from edge_boneage.io import read_image
+    from edge_boneage.quality import assess
 
     parse_sex(sex)
     img, meta = read_image(image_path)
     male, source = resolve_sex(sex, meta, image_path)
     x, box = predictor.spec.apply_with_box(img)
+    # the model's hand box is reusable when it was found on the image itself (squeeze frame); a letterboxed frame's
+    # coverage is not the image's, so the gate then locates the hand on the image itself (one 128x128 pass)
+    quality = assess(img, meta, box=box if box is not None and predictor.spec.frame == "squeeze" else None)
     both = None
     t0 = time.perf_counter()
     if predictor.needs_sex and male is None:
@@ -220,6 +235,7 @@ def predict_image(predictor: AgePredictor, image_path: str | os.PathLike, sex=No
         interval_months=interval, interval_coverage=(ival or {}).get("coverage") if interval else None,
         sex_source=source if predictor.needs_sex else None, ages_by_sex=both, chronological_age_months=chrono,
         bone_minus_chronological_months=None if chrono is None or both is not None else round(age - chrono, 2),
+        quality_ok=quality.ok, quality_reasons=list(quality.reasons),
     )
 
 

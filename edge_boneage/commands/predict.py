@@ -1,4 +1,8 @@
-"""`edge-boneage predict IMAGE... [--model M] [--sex M|F] [--json]`: bone age for radiographs (PNG/JPEG/DICOM)."""
+"""`edge-boneage predict IMAGE... [--model M] [--sex M|F] [--json] [--strict]`: bone age for radiographs (PNG/JPEG/DICOM).
+
+Exit status: 0; 1 when an image could not be read or run; 2 with --strict when the quality gate
+(edge_boneage.quality) did not accept an image as a hand radiograph (its age is still printed, marked).
+"""
 
 from __future__ import annotations
 
@@ -18,11 +22,17 @@ def register(subparsers) -> None:
     p.add_argument("--sex", help="patient sex, M or F (required by models with a sex input)")
     p.add_argument("--json", action="store_true", help="print one JSON object per image (JSON lines)")
     p.add_argument("--top", type=int, default=5, help="how many class probabilities to print (default 5)")
+    p.add_argument("--strict", action="store_true",
+                   help="exit 2 when an image is not accepted as a hand radiograph by the quality gate "
+                        "(edge_boneage.quality); the age is still printed, marked")
     p.set_defaults(func=handler)
 
 
 def _print_human(pred, top: int) -> None:
     print(pred.summary())
+    warning = pred.quality_warning()
+    if warning:
+        print(f"    {warning}")
     if pred.probs:
         order = sorted(range(len(pred.probs)), key=lambda k: -pred.probs[k])[:top]
         for k in order:
@@ -41,7 +51,7 @@ def handler(args) -> int:
 
     parse_sex(args.sex)  # fail early on a bad --sex
     predictor = AgePredictor(args.model or default_model_path())
-    failed = 0
+    failed = rejected = 0
     for image in args.images:
         try:
             pred = predict_image(predictor, image, args.sex)
@@ -52,8 +62,11 @@ def handler(args) -> int:
             else:
                 print(f"edge-boneage predict: error: {exc}", file=sys.stderr)
             continue
+        rejected += not pred.quality_ok
         if args.json:
             print(json.dumps(pred.to_dict()))
         else:
             _print_human(pred, args.top)
-    return 1 if failed else 0
+    if failed:
+        return 1
+    return 2 if args.strict and rejected else 0
