@@ -42,7 +42,7 @@ def bootstrap_ci(values: np.ndarray, stat=np.mean, n: int = N_BOOT, seed: int = 
     return float(np.percentile(s, 2.5)), float(np.percentile(s, 97.5))
 
 
-def summary(true, pred, male) -> dict:
+def summary(true, pred, male, groups: dict | None = None) -> dict:
     true, pred, male = (np.asarray(a, np.float64) for a in (true, pred, male))
     err = pred - true
     out = {}
@@ -59,7 +59,17 @@ def summary(true, pred, male) -> dict:
     out["female"] = one(male <= 0.5)
     for lo, hi in BANDS:
         out[f"{lo}-{hi}y"] = one((true >= 12 * lo) & (true < 12 * hi))
+    for name, mask in (groups or {}).items():
+        out[name] = one(np.asarray(mask, bool))
     return out
+
+
+def registered_mask(samples) -> np.ndarray:
+    """True for full-resolution files registered and background-cleaned at the source (1600x2080, background 0:
+    ../shared/data/rsna/README.md), False for raw films."""
+    from PIL import Image
+
+    return np.array([Image.open(s.path).size == (1600, 2080) for s in samples])
 
 
 def format_summary(title: str, s: dict) -> str:
@@ -131,7 +141,11 @@ def evaluate(model_path: Path, rsna_dir: Path, *, do_zoom: bool, split: str = "t
         true = np.array([s.boneage_months for s in ss], np.float64)
         male = np.array([1.0 if s.male else 0.0 for s in ss])
         pred = predict_samples(model, ss, tta=tta)
-        res[name] = {"summary": summary(true, pred, male), "ids": [s.id for s in ss], "pred": pred.tolist(),
+        groups = None
+        if name == "fullres":
+            reg = registered_mask(ss)
+            groups = {"registered": reg, "raw film": ~reg}
+        res[name] = {"summary": summary(true, pred, male, groups), "ids": [s.id for s in ss], "pred": pred.tolist(),
                      "true": true.tolist()}
         if model.interval:
             from edge_boneage.calibrate import interval_for

@@ -90,6 +90,7 @@ class TrainConfig:
     aug_gamma: float = 0.0  # gamma augmentation: exponent exp(U(-g, g))
     aug_rot_deg: float = 10.0
     pretrained: str | None = None  # "imagenet": backbone from edge_boneage.imagenet (EfficientNet-Lite models)
+    init_from: str | None = None  # a .keras of the same architecture whose weights start this run (a fine-tune stage)
     recipe: str | None = None  # the RECIPES preset the CLI started from (recorded only)
     label_smoothing: float = 0.0
     sigma_years: float = 0.0  # > 0: Gaussian soft class targets
@@ -746,6 +747,14 @@ def train(config: TrainConfig, source=None, *, explicit=None) -> TrainResult:
             print(f"train: {n_init} backbone layers initialised from ImageNet (EfficientNet-Lite0)", file=sys.stderr)
         elif config.pretrained:
             raise EdgeBoneageError(f"unknown pretrained weights {config.pretrained!r}; use imagenet")
+        if config.init_from:
+            init = load_model(config.init_from)
+            shapes = [tuple(w.shape) for w in model.weights], [tuple(w.shape) for w in init.weights]
+            if shapes[0] != shapes[1]:
+                raise EdgeBoneageError(f"{config.init_from}: not the same architecture as --model {config.model} "
+                                       f"with these --model-arg / --size")
+            model.set_weights(init.get_weights())
+            print(f"train: weights initialised from {config.init_from}", file=sys.stderr)
         if config.bn_momentum is not None:
             set_bn_momentum(model, config.bn_momentum)
         compile_model(model, config, steps_per_epoch=len(train_src) // config.batch)

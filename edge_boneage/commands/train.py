@@ -79,6 +79,8 @@ def register(subparsers) -> None:
     p.add_argument("--warmup-epochs", type=float)
     p.add_argument("--ema", type=float, help="EMA momentum of the weights (0: off)")
     p.add_argument("--pretrained", choices=("none", "imagenet"), help="backbone initialisation (EfficientNet-Lite)")
+    p.add_argument("--init-from", metavar="MODEL.keras",
+                   help="start from this model's weights (same --model / --model-arg / --size): a new fine-tune stage")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
                    help="random rotation/shift/scale/brightness/contrast, never flips (default on)")
     p.add_argument("--age-loss-weight", type=float, help="lambda on MAE in years (default 1.0)")
@@ -114,6 +116,7 @@ def handler(args) -> int:
         model=args.model, model_args=parse_model_args(args.model_arg), data=args.data, synth_n=args.synth_n,
         rsna_dir=args.rsna_dir, labels_csv=args.labels_csv, image_dir=args.image_dir, limit=args.limit,
         enhance=args.enhance, val_fraction=args.val_fraction, split=args.split, augment=args.augment,
+        init_from=args.init_from,
         label_smoothing=args.label_smoothing, bn_momentum=args.bn_momentum, seed=args.seed, out=args.out,
         resume=args.resume, mixed_precision=args.mixed_precision, backend_note=args.note, verbose=args.verbose,
         **{"recipe": args.recipe, **kw})
