@@ -95,8 +95,7 @@ def protocol_sets(rsna_dir: Path, split: str = "test"):
     return test, full
 
 
-#: test-time augmentation: the hand-crop margin varied around the contract's (a scale jitter of the crop)
-TTA_MARGINS = (0.0, 0.04, 0.08)
+from edge_boneage.predict import TTA_MARGINS  # noqa: E402  (the one definition of predict --tta)
 
 
 def predict_samples(model, samples, transform=None, batch: int = 32, tta: bool = False) -> np.ndarray:

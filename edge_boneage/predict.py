@@ -184,7 +184,11 @@ def resolve_sex(sex_arg, meta, where) -> tuple[float | None, str | None]:
     return None, None
 
 
-def predict_image(predictor: AgePredictor, image_path: str | os.PathLike, sex=None) -> Prediction:
+#: test-time augmentation of hand-crop models: the crop margin varied around the contract's (a scale jitter)
+TTA_MARGINS = (0.0, 0.04, 0.08)
+
+
+def predict_image(predictor: AgePredictor, image_path: str | os.PathLike, sex=None, *, tta: bool = False) -> Prediction:
     """Read, preprocess per the model's spec, run, decode. Errors name the file.
 
     Sex: the argument, else the DICOM PatientSex; a model with a sex input and no known sex is run for both sexes
@@ -201,14 +205,24 @@ def predict_image(predictor: AgePredictor, image_path: str | os.PathLike, sex=No
     # the model's hand box is reusable when it was found on the image itself (squeeze frame); a letterboxed frame's
     # coverage is not the image's, so the gate then locates the hand on the image itself (one 128x128 pass)
     quality = assess(img, meta, box=box if box is not None and predictor.spec.frame == "squeeze" else None)
+    xs = [x]
+    if tta and predictor.spec.crop == "hand":  # mean over crop margins TTA_MARGINS (the contract's margin included)
+        import dataclasses
+
+        xs = [dataclasses.replace(predictor.spec, crop_margin=mg).apply(img) for mg in TTA_MARGINS]
+
+    def run(v):
+        outs = [predictor.run(xi, v) for xi in xs]
+        return {k: np.mean([o[k] for o in outs], axis=0) for k in outs[0]}
+
     both = None
     t0 = time.perf_counter()
     if predictor.needs_sex and male is None:
-        runs = {k: predictor.run(x, v) for k, v in (("M", 1.0), ("F", 0.0))}
+        runs = {k: run(v) for k, v in (("M", 1.0), ("F", 0.0))}
         both = {k: float(np.asarray(o["age"]).reshape(-1)[0]) for k, o in runs.items() if "age" in o}
         out = runs["M"]
     else:
-        out = predictor.run(x, male)
+        out = run(male)
     latency = (time.perf_counter() - t0) * 1e3
     if "age" not in out:
         raise EdgeBoneageError(f"{predictor.path}: model has no 'age' output (outputs: {sorted(out)})")

@@ -128,3 +128,28 @@ def test_hand_drawn_boxes_on_rsna(rsna_dir):
     assert sorted(res) == ["fullres", "img100"] and all(len(v) == 30 for v in res.values())
     for st, v in res.items():
         assert float(np.median([i for _, i in v])) >= 0.85, (st, sorted(v, key=lambda t: t[1])[:5])
+
+
+def test_predict_tta_averages_crop_margins(tmp_path):
+    """predict --tta is the mean of the three crop margins' predictions (and differs from a single crop)."""
+    import dataclasses
+
+    import keras
+
+    from edge_boneage.predict import TTA_MARGINS, AgePredictor, predict_image
+    from keras_models.registry import build_model
+
+    keras.utils.set_random_seed(1)
+    spec = PreprocessSpec(input_size=32, frame="squeeze", crop="hand")
+    m = build_model("mobilenetv3_large", input_size=32, alpha=0.35, preprocess=spec.to_dict())
+    p = tmp_path / "m.keras"
+    m.save(p)
+    img = draw_hand(h=200, w=160, box=(30, 20, 130, 190))
+    f = tmp_path / "hand.png"
+    cv2.imwrite(str(f), img)
+    pred = AgePredictor(p)
+    single = predict_image(pred, f, "F").age_months
+    tta = predict_image(pred, f, "F", tta=True).age_months
+    each = [pred.run(dataclasses.replace(pred.spec, crop_margin=mg).apply(img), 0.0)["age"].item() for mg in TTA_MARGINS]
+    assert tta == pytest.approx(np.mean(each), abs=1e-4)
+    assert single == pytest.approx(each[1], abs=1e-4)

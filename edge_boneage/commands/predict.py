@@ -19,7 +19,9 @@ def register(subparsers) -> None:
                                           "pretrained one (edge_boneage/pretrained/).")
     p.add_argument("images", nargs="+", help="radiograph files")
     p.add_argument("--model", help="model file (.tflite or .keras); default: the packaged pretrained model")
-    p.add_argument("--sex", help="patient sex, M or F (required by models with a sex input)")
+    p.add_argument("--sex", help="patient sex, M or F (default: the DICOM PatientSex; without any, both are reported)")
+    p.add_argument("--tta", action="store_true",
+                   help="test-time augmentation: mean over 3 hand-crop margins (hand-crop models; 3x the inference)")
     p.add_argument("--json", action="store_true", help="print one JSON object per image (JSON lines)")
     p.add_argument("--top", type=int, default=5, help="how many class probabilities to print (default 5)")
     p.add_argument("--strict", action="store_true",
@@ -54,7 +56,7 @@ def handler(args) -> int:
     failed = rejected = 0
     for image in args.images:
         try:
-            pred = predict_image(predictor, image, args.sex)
+            pred = predict_image(predictor, image, args.sex, tta=args.tta)
         except EdgeBoneageError as exc:
             failed += 1
             if args.json:
