@@ -55,6 +55,7 @@ class Sample:
     boneage_months: float
     male: bool | None
     extra: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+    where: str | None = field(default=None, compare=False, hash=False)  # "labels.csv data row 3 (line 4)"
 
     @property
     def sex(self) -> str | None:
@@ -294,7 +295,8 @@ def _load(
             result.errors.extend(Problem(name, data_row, line, e) for e in errs)
             continue
         extra = {k: v for k, v in rec.items() if k not in used}
-        result.samples.append(Sample(id=sid, path=path, boneage_months=age, male=male, extra=extra))
+        result.samples.append(Sample(id=sid, path=path, boneage_months=age, male=male, extra=extra,
+                                     where=f"{name} data row {data_row} (line {line})"))
     return _finish(csv_path, result, strict)
 
 

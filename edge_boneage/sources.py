@@ -193,7 +193,11 @@ class SampleImages:
         from edge_boneage.io import read_image
         from edge_boneage.preprocess import preprocess
 
-        img, _meta = read_image(_field(self.samples[i], "path"))
+        try:
+            img, _meta = read_image(_field(self.samples[i], "path"))
+        except EdgeBoneageError as exc:
+            where = _field(self.samples[i], "where")
+            raise EdgeBoneageError(f"{where}: {exc}" if where else str(exc)) from exc
         if self.spec is not None:
             out = np.asarray(self.spec.apply(img))
         else:
@@ -206,6 +210,17 @@ class SampleImages:
         if self.cache:
             self._cache[i] = out
         return out
+
+    def readable(self) -> tuple["SampleImages", list[str]]:
+        """(the samples whose images decode and preprocess, one line per sample that does not): decodes them all."""
+        good, bad = [], []
+        for i in range(len(self)):
+            try:
+                self.image(i)
+                good.append(i)
+            except EdgeBoneageError as exc:
+                bad.append(str(exc))
+        return self.subset(good), bad
 
     def subset(self, idx) -> "SampleImages":
         sub = SampleImages([self.samples[i] for i in idx], self.size, enhance=self.enhance, cache=self.cache,

@@ -267,3 +267,32 @@ def test_bad_csv_rows_table_each_row_gets_its_own_error(tmp_path):
     rows, ok = run_csv(tmp_path)
     assert ok, [r for r in rows if not r[2]]
     assert len(rows) == len(BAD_CSV_ROWS)
+
+
+def test_evaluate_unreadable_image_names_row_and_skip_bad(tmp_path, capsys):
+    """One unreadable image: evaluate stops naming its CSV row; --skip-bad goes on and lists it."""
+    import cv2
+    import numpy as np
+
+    from edge_boneage.cli import main as cli_main
+    from edge_boneage.preprocess import PreprocessSpec
+    from keras_models.registry import build_model
+
+    rng = np.random.default_rng(0)
+    rows = ["path,boneage_months,sex"]
+    for k in range(6):
+        cv2.imwrite(str(tmp_path / f"h{k}.png"), rng.integers(0, 255, (40, 40), dtype=np.uint8))
+        rows.append(f"h{k}.png,{60 + 10 * k},{'M' if k % 2 else 'F'}")
+    (tmp_path / "h3.png").write_bytes(b"not a png")
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    m = build_model("mobilenetv3_large", input_size=32, alpha=0.35, preprocess=PreprocessSpec(input_size=32).to_dict())
+    m.save(tmp_path / "m.keras")
+    base = ["evaluate", str(tmp_path / "m.keras"), "--data", "csv", "--csv", str(tmp_path / "labels.csv"),
+            "--no-plots", "--out", str(tmp_path / "ev")]
+    assert cli_main(base) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "labels.csv data row 4 (line 5)" in err[0] and "h3.png" in err[0], err
+    assert cli_main(base + ["--skip-bad"]) == 0
+    cap = capsys.readouterr()
+    assert "labels.csv data row 4 (line 5)" in cap.err and "skipped 1 unreadable" in cap.err, cap.err
+    assert "on 5 images" in cap.out, cap.out

@@ -26,13 +26,13 @@ def register(subparsers) -> None:
     s.set_defaults(func=_summary)
     c = sub.add_parser(
         "check",
-        help="validate every row (and decode a sample of images); exit 1 if any error",
+        help="validate every row and decode every image (--decode N: a sample); exit 1 if any error",
         description="Validate every row; print each problem with its 1-based data row. Exit 1 if any error "
         "(warnings, e.g. missing sex in a generic CSV, are printed but do not fail the check).",
     )
     _add_sources(c)
-    c.add_argument("--decode", type=int, default=20, metavar="N",
-                   help="also decode N randomly chosen images per list with read_image (default 20; -1 = all)")
+    c.add_argument("--decode", type=int, default=-1, metavar="N",
+                   help="decode every image with read_image (default), or only N randomly chosen ones per list")
     c.add_argument("--seed", type=int, default=0, help="seed for choosing the images to decode")
     c.add_argument("--limit", type=int, default=200, help="print at most this many problems per list (default 200)")
     c.set_defaults(func=_check)
@@ -106,7 +106,9 @@ def _check(args) -> int:
         n_warn += len(warns)
         status = "OK" if not errors else "FAILED"
         print(f"{name} ({res.format}): {res.rows_read} rows, {len(samples)} valid, "
-              f"{len(errors)} error(s), {len(warns)} warning(s), {k} image(s) decoded: {status}")
+              f"{len(errors)} error(s), {len(warns)} warning(s), "
+              f"{'all ' + str(k) if k == len(samples) else f'a random sample of {k} of {len(samples)}'} image(s) "
+              f"decoded: {status}")
         shown = sorted(problems, key=lambda p: (p.row or 0, p.severity))
         for p in shown[: args.limit]:
             print(f"  {p.severity}: {p}")

@@ -6,6 +6,7 @@ Both use the same data, preprocessing, batching and metrics code.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from edge_boneage import EdgeBoneageError
@@ -25,6 +26,8 @@ def register(subparsers) -> None:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--out", required=True, help="report folder")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="go on past images that cannot be read, listing each with its CSV row (default: stop there)")
     p.add_argument("--backend", choices=("tensorflow", "jax"), help="Keras backend for .keras models")
     p.set_defaults(func=handler)
 
@@ -52,6 +55,15 @@ def handler(args) -> int:
                             enhance=spec.enhance if spec.version > 1 else args.enhance, frame=spec.frame,
                             crop=spec.crop, seed=args.seed)
         source = T.load_source(cfg)
+        if args.skip_bad and hasattr(source, "readable"):
+            source, bad = source.readable()
+            for line in bad:
+                print(f"skipped: {line}", file=sys.stderr)
+            if bad:
+                print(f"evaluate: skipped {len(bad)} unreadable image(s); evaluating the other {len(source)}",
+                      file=sys.stderr)
+            if len(source) == 0:
+                raise EdgeBoneageError("no readable images left to evaluate")
         meta = {"data": args.data, "seed": args.seed if args.data == "synth" else None,
                 "rsna_dir": args.rsna_dir, "csv": args.labels_csv, "limit": args.limit}
     report = T.evaluate_model(model, source, args.out, batch=args.batch, meta=meta, plots=not args.no_plots)
