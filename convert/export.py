@@ -484,6 +484,15 @@ def export(keras_path, out=None, *, quantization: str = "float32", io: str = "in
         model = load_keras_model(keras_path)
     task = model_task(model)
     src = source_info(keras_path)
+    if task == "age":  # a bias-corrected model carries its validation MAE itself (edge_boneage.calibrate)
+        try:
+            from edge_boneage.calibrate import age_layer
+
+            rec = (getattr(age_layer(model), "calibration", None) or [{}])[-1]
+        except EdgeBoneageError:
+            rec = {}
+        if rec.get("val_mae_months") is not None:
+            src = {**src, "val_mae_months": float(rec["val_mae_months"]), "from": "the model's calibration record"}
     enhance = src.get("enhance")
 
     representative, calib_desc = None, None

@@ -34,11 +34,13 @@ def age_layer(model):
     return layers[0]
 
 
-def apply_linear(model, a: float, b: float, *, n: int, fitted_on: str) -> dict:
-    """Fold age' = a * age + b into the model's class centres (in place); returns the calibration record."""
+def apply_linear(model, a: float, b: float, *, n: int, fitted_on: str, val_mae_months: float | None = None) -> dict:
+    """Fold age' = a * age + b into the model's class centres (in place); returns the calibration record
+    (val_mae_months: the corrected model's MAE on those validation images, in-sample for the 2-parameter fit)."""
     layer = age_layer(model)
     layer.centres = [float(a * c + b) for c in layer.centres]
-    rec = {"a": float(a), "b": float(b), "n": int(n), "fitted_on": fitted_on}
+    rec = {"a": float(a), "b": float(b), "n": int(n), "fitted_on": fitted_on,
+           "val_mae_months": None if val_mae_months is None else float(val_mae_months)}
     layer.calibration = list(getattr(layer, "calibration", None) or []) + [rec]
     return rec
 

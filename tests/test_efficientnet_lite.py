@@ -213,3 +213,34 @@ def test_models_verb_lists_the_registry(capsys):
     assert {"efficientnet_lite0", "ril_efficientnet_lite0", "ril_mobilenetv3_large", "csp_resnext50_tw3"} <= set(rows)
     assert rows["efficientnet_lite0"]["task"] == "age" and rows["efficientnet_lite0"]["inputs"] == ["image", "sex"]
     assert rows["efficientnet_lite0"]["default_contract"]["crop"] == "hand"
+
+
+def test_calibrate_folds_correction_and_interval_into_the_model(tmp_path, capsys):
+    """calibrate on a tiny run: age' = a age + b equals the new centres' expectation; the interval and the
+    validation MAE travel into the .keras and through export into the .tflite metadata."""
+    from edge_boneage.cli import main
+    from edge_boneage.tflite_meta import read_metadata
+    from edge_boneage.train import load_model
+
+    run = tmp_path / "run"
+    assert main(["train", "--model", "mobilenetv3_large", "--model-arg", "alpha=0.35", "--data", "synth",
+                 "--synth-n", "64", "--size", "32", "--batch", "8", "--epochs", "1", "--crop", "none",
+                 "--frame", "letterbox", "--val-fraction", "0.5", "--out", str(run), "--verbose", "0"]) == 0
+    out = tmp_path / "cal.keras"
+    assert main(["calibrate", str(run), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "fitted on 32 validation images" in text and "90 % interval" in text
+    m, src = load_model(out), load_model(run / "best.keras")
+    a_layer = [l for l in m._flatten_layers() if l.name == "age"][0]
+    rec = a_layer.calibration[-1]
+    np.testing.assert_allclose(a_layer.centres, [rec["a"] * (12 * k + 6) + rec["b"] for k in range(19)], rtol=1e-6)
+    x = _inputs()
+    x = {"image": x["image"][:, :32, :32], "sex": x["sex"]}
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(m(x)["age"]),
+                               rec["a"] * keras.ops.convert_to_numpy(src(x)["age"]) + rec["b"], atol=1e-3)
+    assert getattr(m, "optimizer", None) is None and a_layer.interval["coverage"] == 0.9
+    tfl = tmp_path / "cal.tflite"
+    assert main(["export", str(out), "--out", str(tfl)]) == 0
+    meta = read_metadata(tfl)
+    assert meta["outputs"]["age"]["interval"] == a_layer.interval
+    assert meta["source_validation_mae_months"] == pytest.approx(rec["val_mae_months"])

@@ -41,8 +41,9 @@ def handler(args) -> int:
 
     model = keras.Model.from_config(age_model.model.get_config())  # same graph and config, no optimizer (shippable)
     model.set_weights(age_model.model.get_weights())
-    rec = calibrate.apply_linear(model, a, b, n=len(true), fitted_on=f"{run.name}: validation ids of run.json")
     after = a * pred + b
+    rec = calibrate.apply_linear(model, a, b, n=len(true), fitted_on=f"{run.name}: validation ids of run.json",
+                                 val_mae_months=float(np.abs(after - true).mean()))
     interval = calibrate.fit_intervals(after, true, coverage=args.coverage)
     calibrate.set_interval(model, interval)
     T.save_model_atomic(model, out)
