@@ -739,7 +739,13 @@ def train(config: TrainConfig, source=None, *, explicit=None) -> TrainResult:
         margs = dict(config.model_args)
         if "preprocess" in _builder_params(config.model):
             margs["preprocess"] = config.preprocess_spec().to_dict()
-        model = build_model(config.model, input_size=config.size, **margs)
+        try:
+            model = build_model(config.model, input_size=config.size, **margs)
+        except (TypeError, ValueError) as exc:  # a bad --model-arg / --size: a usage error, not a traceback
+            msg = str(exc).replace("build_", "").replace("()", "")
+            raise EdgeBoneageError(f"model {config.model} with --size {config.size} "
+                                   f"{' '.join(f'--model-arg {k}={v}' for k, v in config.model_args.items())}: "
+                                   f"{msg} (edge-boneage models lists each model's knobs)".replace("  ", " ")) from exc
         if config.pretrained == "imagenet":
             from edge_boneage import imagenet
 

@@ -438,3 +438,23 @@ def test_cli_resume_refuses_changes_finished_run_and_sigterm(tmp_path, capsys):
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr
     assert f"edge-boneage train --resume --out {tmp_path / 'r2'}" in stderr
+
+
+@pytest.mark.parametrize("extra, phrase", [(["--model-arg", "nosuch=1"], "unexpected keyword argument 'nosuch'"),
+                                           (["--model-arg", "alpha=abc"], "--model-arg alpha=abc"),
+                                           (["--size", "8"], "input_size must be >= 32")])
+def test_bad_model_args_are_one_line_usage_errors(tmp_path, capsys, extra, phrase):
+    from edge_boneage.cli import main
+
+    rc = main(["train", "--data", "synth", "--synth-n", "16", "--batch", "4", "--epochs", "1", "--crop", "none",
+               "--out", str(tmp_path / "r"), "--verbose", "0", *extra])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1 and phrase in err[0] and "edge-boneage models" in err[0], err
+
+
+def test_unknown_enhance_is_a_usage_error(capsys):
+    from edge_boneage.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--enhance", "sharpen"])
+    assert e.value.code == 2 and "invalid choice: 'sharpen'" in capsys.readouterr().err

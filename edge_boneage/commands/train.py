@@ -39,7 +39,8 @@ def add_data_args(p: argparse.ArgumentParser, *, default_data: str | None = "syn
     g.add_argument("--image-dir", help="folder the CSV's image paths are relative to")
     g.add_argument("--synth-n", type=int, default=512, help="number of synthetic images (--data synth; default 512)")
     g.add_argument("--limit", type=int, help="use only the first N samples")
-    g.add_argument("--enhance", help="preprocessing enhancement (default: the preprocessing spec's default)")
+    g.add_argument("--enhance", choices=("none", "clahe", "hist"),
+                   help="preprocessing enhancement (default: none; evaluate: the model's own)")
 
 
 def _set_backend(name: str | None) -> None:
