@@ -162,10 +162,12 @@ class AgePredictor:
 
 def keras_interval(model) -> dict | None:
     """The conformal interval record a Keras age model carries (its SoftmaxExpectation config), or None."""
-    for layer in model._flatten_layers(include_self=False):
-        if type(layer).__name__ == "SoftmaxExpectation":
-            return getattr(layer, "interval", None)
-    return None
+    from edge_boneage.calibrate import age_layer
+
+    try:
+        return getattr(age_layer(model), "interval", None)
+    except EdgeBoneageError:  # no single expected-age layer: no interval
+        return None
 
 
 def resolve_sex(sex_arg, meta, where) -> tuple[float | None, str | None]:

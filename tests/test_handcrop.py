@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
+from benchmarks.hand_iou import iou
 from edge_boneage.handcrop import crop_box, locate_hand
 from edge_boneage.preprocess import PreprocessSpec, preprocess_full
 
@@ -37,13 +38,6 @@ def draw_hand(h=400, w=300, box=(80, 60, 230, 380), bg=20, level=170, seed=0):
     cv2.rectangle(img, (x0, y0 + int(0.6 * bh)), (x0 + int(0.2 * bw), y0 + int(0.66 * bh)), level, -1)  # left edge
     img += rng.normal(0, 4, img.shape)
     return np.clip(img, 0, 255).astype(np.uint8)
-
-
-def iou(a, b):
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
 def tight(hb):

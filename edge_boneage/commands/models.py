@@ -15,7 +15,7 @@ def register(subparsers) -> None:
 
 
 def describe() -> list[dict]:
-    from edge_boneage.train import RECIPES, TrainConfig
+    from edge_boneage.train import RECIPES
     from keras_models.registry import list_models
 
     rows = []
@@ -26,10 +26,9 @@ def describe() -> list[dict]:
         size = params["input_size"].default if "input_size" in params else None
         inputs = ["image"] + (["sex"] if knobs.get("use_sex") else []) + (["bone"] if knobs.get("use_bone_input") else [])
         contract = None
-        if e.task == "age":
+        if e.task == "age":  # what `train` (default recipe, no --enhance) writes into the model
             rec = RECIPES["cpu"]
-            contract = TrainConfig(size=224, frame=rec["frame"], crop=rec["crop"]).preprocess_spec().to_dict()
-            contract = {k: contract[k] for k in ("frame", "crop", "enhance")} | {"input_size": "--size (train)"}
+            contract = {"frame": rec["frame"], "crop": rec["crop"], "enhance": None, "input_size": "--size (train)"}
         rows.append({"name": e.name, "task": e.task, "inputs": inputs, "default_input_size": size,
                      "description": e.description, "knobs": knobs, "default_contract": contract})
     return rows

@@ -1,10 +1,10 @@
 package org.edgeboneage.core;
 
+import static org.edgeboneage.core.TestKit.*;
+
 import java.awt.image.BufferedImage;
 import java.io.File;
 import java.nio.charset.StandardCharsets;
-import java.nio.file.Files;
-import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
 
@@ -15,25 +15,6 @@ import java.util.Map;
  * final "N passed, M failed" line; exit code 1 on any failure.
  */
 public final class CoreTest {
-    private static int passed, failed;
-    private static final List<String> failures = new ArrayList<String>();
-
-    private static void check(String name, boolean ok, String detail) {
-        if (ok) passed++;
-        else { failed++; failures.add(name + ": " + detail); }
-    }
-
-    private interface Body { void run() throws Exception; }
-
-    private static void test(String name, Body body) {
-        try { body.run(); }
-        catch (Throwable t) { check(name, false, "threw " + t); }
-    }
-
-    private static byte[] read(File dir, String name) throws Exception {
-        return Files.readAllBytes(new File(dir, name).toPath());
-    }
-
     @SuppressWarnings("unchecked")
     public static void main(String[] args) throws Exception {
         final File dir = new File(args[0]);
@@ -129,8 +110,6 @@ public final class CoreTest {
                 check("json rejects trailing comma", threw, "no exception");
             }
         });
-        for (String f : failures) System.out.println("FAIL " + f);
-        System.out.println(passed + " passed, " + failed + " failed");
-        System.exit(failed == 0 ? 0 : 1);
+        finish();
     }
 }

@@ -1,9 +1,9 @@
 package org.edgeboneage.core;
 
+import static org.edgeboneage.core.TestKit.*;
+
 import java.io.File;
 import java.nio.charset.StandardCharsets;
-import java.nio.file.Files;
-import java.util.ArrayList;
 import java.util.HashSet;
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -16,25 +16,6 @@ import java.util.Map;
  * and a final "N passed, M failed" line; exit code 1 on any failure.
  */
 public final class HandCropTest {
-    private static int passed, failed;
-    private static final List<String> failures = new ArrayList<String>();
-
-    private static void check(String name, boolean ok, String detail) {
-        if (ok) passed++;
-        else { failed++; failures.add(name + ": " + detail); }
-    }
-
-    private interface Body { void run() throws Exception; }
-
-    private static void test(String name, Body body) {
-        try { body.run(); }
-        catch (Throwable t) { check(name, false, "threw " + t); }
-    }
-
-    private static byte[] read(File dir, String name) throws Exception {
-        return Files.readAllBytes(new File(dir, name).toPath());
-    }
-
     private static Object json(File dir, String name) throws Exception {
         return MiniJson.parse(new String(read(dir, name), StandardCharsets.UTF_8));
     }
@@ -156,8 +137,6 @@ public final class HandCropTest {
                 }
             }
         });
-        for (String f : failures) System.out.println("FAIL " + f);
-        System.out.println(passed + " passed, " + failed + " failed");
-        System.exit(failed == 0 ? 0 : 1);
+        finish();
     }
 }
