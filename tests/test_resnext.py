@@ -138,6 +138,9 @@ def test_per_bone_models_and_ulna_mask():
 
 
 def test_heads_selected_by_bone_match_numpy_reference():
+    # seeded: an unseeded backbone is a different network each run, and now and then one amplifies the float32
+    # summation-order difference past the tolerance (2.1e-5 > 1e-5 once in a CI run); the tolerance is unchanged
+    keras.utils.set_random_seed(0)
     model = R.build_tw3_classifier(csp=True, **TINY)
     dense = model.get_layer("heads")
     rng = np.random.default_rng(1)  # random head weights so that every head differs clearly
