@@ -1,8 +1,9 @@
 """LiteRT float32 latency of RIL-MobileNetV3-Large vs plain MobileNetV3-Large at the same input size.
 
 Builds both models (random weights; latency does not depend on weight values), exports each to a float32 .tflite
-with builtin ops only, then times ``invoke()`` on 1 thread (XNNPACK default delegate) in ONE process, interleaving
-the two models round by round so machine load affects both alike. Prints median latency, the RIL/plain ratio
+with builtin ops only, then times ``invoke()`` (XNNPACK default delegate) in ONE process per thread count, interleaving the models in
+shuffled blocks (edge_boneage.bench.interleave) so machine load affects all alike; the ratio's p10-p90 over repeats
+is printed beside it. Prints median latency, the RIL/plain ratio
 (goal <= 1.5), MACs counted from the exported graphs (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED) and parameters.
 
     .venv/bin/python -m benchmarks.bench_ril_latency                      # full size: 224, alpha 1.0, N=9, D=512
@@ -79,8 +80,8 @@ def main(argv=None) -> int:
     ap.add_argument("--separate", action="store_true", help="separate (unshared) recognition nets")
     ap.add_argument("--runs", type=int, default=60, help="timed invokes per model (>= 50 for reported numbers)")
     ap.add_argument("--warmup", type=int, default=10)
-    ap.add_argument("--rounds", type=int, default=5, help="interleaving rounds the runs are split into")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=15, help="interleaving repeats (shuffled) the runs are split into")
+    ap.add_argument("--threads", default="1", help="thread counts, comma-separated (e.g. 1,2)")
     ap.add_argument("--ablate-lbp", action="store_true", help="also time RIL with lbp='none' (cost of the LBP layer)")
     ap.add_argument("--keep", type=Path, default=None, help="directory to keep the .tflite files in")
     args = ap.parse_args(argv)
@@ -117,45 +118,40 @@ def main(argv=None) -> int:
         counter.invoke()  # resolves the shapes of dynamically reshaped tensors before counting
         macs, ops_count = tflite_macs(counter)
         del counter
-        interp = Interpreter(model_path=str(path), num_threads=args.threads)
+        interp = Interpreter(model_path=str(path), num_threads=1)
         interp.allocate_tensors()
         feed_inputs(interp, rng)
         ops_count["(XNNPACK partitions)"] = sum(d["op_name"] == "DELEGATE" for d in interp._get_ops_details())
         info[key] = dict(name=name if key != "ril_nolbp" else name + " (lbp none)", params=model.count_params(), macs=macs, size_mb=path.stat().st_size / 2**20,
-                         export_s=time.perf_counter() - t0, ops=ops_count)
-        interps[key] = interp
-        del model
+                         export_s=time.perf_counter() - t0, ops=ops_count, path=path)
+        del model, interp
 
-    for interp in interps.values():
-        for _ in range(args.warmup):
-            interp.invoke()
-    times = {k: [] for k in interps}
-    cpu = {k: [] for k in interps}  # CPU time of this thread: robust to other processes on a shared machine
+    from edge_boneage.bench.interleave import interleave, ratio, summarise
+
     per_round = max(1, -(-args.runs // args.rounds))
-    for _ in range(args.rounds):
-        for key, interp in interps.items():
-            for _ in range(per_round):
-                c0, t0 = time.thread_time(), time.perf_counter()
-                interp.invoke()
-                times[key].append((time.perf_counter() - t0) * 1e3)
-                cpu[key].append((time.thread_time() - c0) * 1e3)
-
-    print(f"LiteRT float32, {args.threads} thread(s), input {args.input_size}x{args.input_size}, alpha {args.alpha}; "
-          f"{len(times['plain'])} timed runs per model after {args.warmup} warm-up, interleaved in {args.rounds} rounds")
-    print(f"RIL options: N={args.num_regions} D={args.region_dim} crop {args.crop_size}x{args.crop_size} from "
-          f"{args.crop_from}, lbp={args.lbp}, {'separate' if args.separate else 'shared'} recognition net")
-    print(f"{'model':34s} {'median ms':>9s} {'p10 ms':>7s} {'p90 ms':>7s} {'cpu ms':>7s} {'MMACs':>8s} {'params':>10s} "
-          f"{'MB':>6s}")
-    for key, d in info.items():
-        t = sorted(times[key])
-        q = lambda f: t[min(len(t) - 1, int(f * len(t)))]  # noqa: E731
-        d["median_ms"], d["cpu_ms"] = statistics.median(t), statistics.median(cpu[key])
-        print(f"{d['name']:34s} {d['median_ms']:9.2f} {q(0.1):7.2f} {q(0.9):7.2f} {d['cpu_ms']:7.2f} {d['macs'] / 1e6:8.1f} "
-              f"{d['params']:10,d} {d['size_mb']:6.2f}")
-    ratio = info["ril"]["median_ms"] / info["plain"]["median_ms"]
-    print(f"latency ratio RIL/plain = {ratio:.3f} (goal <= 1.5: {'met' if ratio <= 1.5 else 'NOT met'}); "
-          f"thread-CPU ratio = {info['ril']['cpu_ms'] / info['plain']['cpu_ms']:.3f}; "
-          f"MACs ratio = {info['ril']['macs'] / info['plain']['macs']:.3f}")
+    for threads in [int(t) for t in str(args.threads).split(",")]:
+        interps = {}
+        for key, d in info.items():
+            interps[key] = Interpreter(model_path=str(d["path"]), num_threads=threads)
+            interps[key].allocate_tensors()
+            feed_inputs(interps[key], rng)
+        summary = summarise(interleave({k: it.invoke for k, it in interps.items()}, repeats=args.rounds,
+                                       block=per_round, warmup=args.warmup))
+        print(f"LiteRT float32, {threads} thread(s), input {args.input_size}x{args.input_size}, alpha {args.alpha}; "
+              f"{summary['plain']['calls']} timed runs per model after {args.warmup} warm-up, interleaved in "
+              f"{args.rounds} shuffled repeats of {per_round}")
+        print(f"RIL options: N={args.num_regions} D={args.region_dim} crop {args.crop_size}x{args.crop_size} from "
+              f"{args.crop_from}, lbp={args.lbp}, {'separate' if args.separate else 'shared'} recognition net")
+        print(f"{'model':34s} {'median ms':>9s} {'p10 ms':>7s} {'p90 ms':>7s} {'MMACs':>8s} {'params':>10s} {'MB':>6s}")
+        for key, d in info.items():
+            t = summary[key]
+            print(f"{d['name']:34s} {t['p50_ms']:9.2f} {t['p10_ms']:7.2f} {t['p90_ms']:7.2f} {d['macs'] / 1e6:8.1f} "
+                  f"{d['params']:10,d} {d['size_mb']:6.2f}")
+        r = ratio(summary, "ril", "plain")
+        print(f"latency ratio RIL/plain = {r['ratio_p50']:.3f} [p10-p90 over {r['repeats']} repeats: "
+              f"{r['ratio_p10']:.3f}-{r['ratio_p90']:.3f}] (goal <= 1.5: {'met' if r['ratio_p50'] <= 1.5 else 'NOT met'}); "
+              f"MACs ratio = {info['ril']['macs'] / info['plain']['macs']:.3f}\n")
+        del interps
     extra = {k: v for k, v in info["ril"]["ops"].items() if v != info["plain"]["ops"].get(k)}
     print("op types added/changed in RIL vs plain:",
           ", ".join(f"{k} {info['plain']['ops'].get(k, 0)}->{v}" for k, v in sorted(extra.items())))

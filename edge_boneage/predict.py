@@ -99,8 +99,9 @@ class Prediction:
 class AgePredictor:
     """A loaded age model: `.size`, `.needs_sex`, `.run(image_uint8_SxS, male) -> dict of numpy outputs`."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, threads: int = 1):
         self.path = Path(path)
+        self.threads = int(threads)
         if not self.path.is_file():
             raise EdgeBoneageError(f"{self.path}: no such model file")
         self.metadata: dict = {}
@@ -122,7 +123,7 @@ class AgePredictor:
         from edge_boneage.tflite_meta import read_metadata
 
         self.kind = "tflite"
-        self.model = LiteRTModel(self.path)
+        self.model = LiteRTModel(self.path, num_threads=self.threads)
         self.metadata = read_metadata(self.path) or {}
         details = self.model.input_details()
         if "image" not in details:

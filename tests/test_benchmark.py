@@ -171,7 +171,7 @@ def bench_run(tmp_path_factory):
         "models": [{"model": "mobilenetv3_large", "name": "tiny", "kwargs": TINY}, {"model": str(bad)}],
         "variants": ["f32", "fp16", "int8"], "threads": [1], "runtimes": ["litert", "onnxruntime", "keras"],
         "data": {"source": "synth", "n": 6, "seed": 3}, "runs": 3, "warmup": 1, "calib_n": 4, "check_n": 4,
-        "out": str(tmp / "out"), "title": "test"})
+        "interleave_repeats": 3, "interleave_block": 2, "out": str(tmp / "out"), "title": "test"})
     old = os.environ.get("EDGE_BONEAGE_BENCH_FAULT")
     # fault injection: the exporter aborts during fp16 (a fresh exporter must continue with int8) and the LiteRT
     # runner aborts on the int8 file (that row must say so; the harness must go on)
@@ -203,6 +203,11 @@ def test_harness_rows_and_statuses(bench_run):
     assert f32["p50_ms"] <= f32["p90_ms"] and f32["result"]["timing_us"]["runs"] == 3
     assert f32["peak_mem_mb"] < 500  # the LiteRT runner child imports numpy + the interpreter only (no TensorFlow)
     assert f32["gmacs_per_s"] == pytest.approx(f32["gmacs"] / (f32["mean_ms"] / 1000))
+    # every ok row re-timed in one interleaved child: 3 shuffled repeats x 2 calls; the sequential p50 is kept
+    for r in rep["rows"]:
+        if r["status"] == "ok" and r["runtime"] in ("litert", "onnxruntime", "keras"):
+            assert r["timing"] == "interleaved" and r["interleaved_calls"] == 6, r
+            assert r["p10_ms"] <= r["p50_ms"] <= r["p90_ms"] and r["seq_p50_ms"] > 0
 
     fp16 = _row(rep, model="tiny", variant="fp16")
     assert fp16["status"] == "export failed" and "SIGABRT" in fp16["error"] and "fp16" in fp16["error"]

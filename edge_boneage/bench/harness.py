@@ -75,6 +75,9 @@ class BenchConfig:
     benchmark_model_bin: str | None = None
     out: str = "runs/benchmark"
     compare: list[dict] = field(default_factory=list)  # [{"a": model label, "b": model label, "goal": 1.5}]
+    interleave: bool = True  # re-time every local row interleaved in one child per thread count (ratios hold)
+    interleave_repeats: int = 15
+    interleave_block: int = 10
     export_timeout: float = 3600.0
     run_timeout: float = 900.0
     title: str = "edge-boneage benchmark"
@@ -504,6 +507,7 @@ def run_benchmark(cfg: BenchConfig, log=print) -> dict:
     backend = make_backend(device, ssh_opts=cfg.ssh_opts, remote_python=cfg.remote_python,
                            benchmark_model_bin=cfg.benchmark_model_bin)
     rows: list[dict] = []
+    evals: dict[str, str] = {}
     try:
         backend.prepare([e["path"] for e in eval_sets.values()])
         for m in models:
@@ -513,6 +517,7 @@ def run_benchmark(cfg: BenchConfig, log=print) -> dict:
                 rows.append(new_row(label, "-", "-", "-", device, status, info["error"], spec_file(m)))
                 continue
             ev = m["eval"]["path"]
+            evals[label] = ev
             f32_macs = None
             tfl = {}
             if m.get("direct_tflite"):
@@ -570,8 +575,14 @@ def run_benchmark(cfg: BenchConfig, log=print) -> dict:
     finally:
         backend.close()
 
+    spreads = {}
+    if cfg.interleave and not remote:
+        log("interleaved timing of every ok row (one child per thread count) ...")
+        spreads = interleave_rows(rows, evals, cfg, work, log)
     peak = Rep.cpu_peak() if not remote else None
     ratios = Rep.compute_ratios(rows, pairs=cfg.compare, peak=peak)
+    for q in ratios:
+        q.update(spreads.get((q["name"], q["model"], q["threads"]), {}))
     env = {"python": sys.version.split()[0], "edge_boneage": __version__, "platform": os.uname().sysname + " " +
            os.uname().machine, "cpus": os.cpu_count(), "load_average_before": load_before,
            "load_average_after": _load_average(), "seconds": round(time.time() - t_start, 1),
@@ -599,6 +610,66 @@ def run_benchmark(cfg: BenchConfig, log=print) -> dict:
               "text": text}
     Rep.write_outputs(report, out)
     return report
+
+
+INTERLEAVE_KINDS = ("litert", "onnxruntime", "keras")
+
+
+def interleave_rows(rows: list[dict], evals: dict, cfg: BenchConfig, work: Path, log=print) -> dict:
+    """Time every ok local LiteRT / ONNX Runtime / Keras row again, all rows of one thread count in ONE child
+    (edge_boneage.bench.interleave: shuffled blocks), and replace the row's latency statistics with those (p10 /
+    p50 / p90 / mean; the sequential run's p50 stays as ``seq_p50_ms``). Returns the spread over repeats of each
+    ratio compute_ratios reports, {(name, model, threads): {"ratio_p10", "ratio_p90", "repeats"}}."""
+    spreads = {}
+    for t in sorted({r["threads"] for r in rows if isinstance(r.get("threads"), int)}):
+        sel = {str(i): r for i, r in enumerate(rows) if r.get("status") == "ok" and r.get("threads") == t
+               and r.get("runtime") in INTERLEAVE_KINDS and r.get("file") and r["model"] in evals}
+        if not sel:
+            continue
+        key = {(r["model"], r["variant"], r["runtime"]): i for i, r in sel.items()}
+        pairs = {}
+        for (m, v, rt), i in key.items():
+            f32 = key.get((m, "f32", "litert"))
+            if v == "int8" and rt == "litert" and f32:
+                pairs[("int8_vs_f32", m, t)] = (i, f32)
+            if v == "f32" and rt == "onnxruntime" and f32:
+                pairs[("litert_vs_onnxruntime", m, t)] = (f32, i)
+        for p in cfg.compare:
+            a, b = key.get((p["a"], "f32", "litert")), key.get((p["b"], "f32", "litert"))
+            if a and b:
+                pairs[(p.get("name", f"{p['a']}_vs_{p['b']}"), f"{p['a']} / {p['b']}", t)] = (a, b)
+        job = {"rows": [{"label": i, "kind": r["runtime"], "path": r["file"], "threads": t, "eval": evals[r["model"]]}
+                        for i, r in sel.items()], "repeats": cfg.interleave_repeats, "block": cfg.interleave_block,
+               "pairs": [list(v) for v in pairs.values()]}
+        jp, op = work / f"interleave_t{t}.job.json", work / f"interleave_t{t}.result.json"
+        jp.write_text(json.dumps(job))
+        try:
+            proc = subprocess.run([sys.executable, "-m", "edge_boneage.bench.interleave", str(jp), str(op)],
+                                  capture_output=True, text=True, timeout=cfg.run_timeout, env=_child_env())
+            res = json.loads(op.read_text()) if proc.returncode == 0 and op.is_file() else None
+        except subprocess.TimeoutExpired:
+            res, proc = None, None
+        if res is None:
+            why = "timed out" if proc is None else _signal_text(proc.returncode)
+            log(f"  interleaved timing t{t}: child {why}; the rows keep their sequential timings")
+            continue
+        for i, r in sel.items():
+            st = res["rows"].get(i)
+            if st is None:
+                r["error"] = (f"{r['error']}; " if r.get("error") else "") + \
+                    f"interleaved timing: {res['errors'].get(i, 'did not run')}"
+                continue
+            r.update(seq_p50_ms=r.get("p50_ms"), p10_ms=st["p10_ms"], p50_ms=st["p50_ms"], p90_ms=st["p90_ms"],
+                     mean_ms=st["mean_ms"], timing="interleaved", interleaved_calls=st["calls"])
+            if r.get("gmacs") and st["mean_ms"]:
+                r["gmacs_per_s"] = r["gmacs"] / (st["mean_ms"] / 1000.0)
+        by_pair = {(q["a"], q["b"]): q for q in res["ratios"]}
+        for name_key, (a, b) in pairs.items():
+            q = by_pair.get((a, b))
+            if q:
+                spreads[name_key] = {"ratio_p10": q["ratio_p10"], "ratio_p90": q["ratio_p90"],
+                                     "ratio_repeats": q["repeats"], "interleaved": True}
+    return spreads
 
 
 def _xnnpack_int8_notes(rows: list[dict]) -> list[str]:

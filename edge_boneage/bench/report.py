@@ -13,14 +13,16 @@ from edge_boneage.fileutil import atomic_path, write_json_atomic, write_text_ato
 
 #: the columns of a row, in table/CSV order
 COLUMNS = ["model", "variant", "runtime", "threads", "device", "status", "size_mb", "gmacs", "mae_months", "acc_1y",
-           "stage_acc", "init_ms", "first_ms", "warmup_ms", "mean_ms", "p50_ms", "p90_ms", "peak_mem_mb",
+           "stage_acc", "init_ms", "first_ms", "warmup_ms", "mean_ms", "p10_ms", "p50_ms", "p90_ms", "timing",
+           "peak_mem_mb",
            "gmacs_per_s", "error", "file"]
 
 _TABLE = [("model", "model", "{}"), ("variant", "var", "{}"), ("runtime", "runtime", "{}"), ("threads", "thr", "{}"),
           ("status", "status", "{}"), ("size_mb", "MB", "{:.2f}"), ("gmacs", "GMAC", "{:.3f}"),
           ("mae_months", "MAE mo", "{:.2f}"), ("acc_1y", "+-1y", "{:.3f}"), ("stage_acc", "stage", "{:.3f}"),
           ("init_ms", "init", "{:.1f}"), ("first_ms", "first", "{:.2f}"), ("warmup_ms", "warm", "{:.2f}"),
-          ("mean_ms", "mean", "{:.2f}"), ("p50_ms", "p50", "{:.2f}"), ("p90_ms", "p90", "{:.2f}"),
+          ("mean_ms", "mean", "{:.2f}"), ("p10_ms", "p10", "{:.2f}"), ("p50_ms", "p50", "{:.2f}"),
+          ("p90_ms", "p90", "{:.2f}"),
           ("peak_mem_mb", "peakMB", "{:.0f}"), ("gmacs_per_s", "GMAC/s", "{:.1f}")]
 
 
@@ -160,6 +162,9 @@ def format_ratios(ratios: list[dict]) -> str:
         goal = "" if q["goal"] is None else f"  goal <= {q['goal']:g}: {'MET' if q['meets'] else 'NOT MET'}"
         var = f" {q['variant']}" if q.get("variant") else ""
         stat = "" if q["name"] == "gmacs_vs_peak" else f"; {q['stat']} {q['a']:.2f} / {q['b']:.2f} ms"
+        if q.get("ratio_p10") is not None:
+            stat += (f"; interleaved, p10-p90 of the ratio over {q['ratio_repeats']} repeats "
+                     f"{q['ratio_p10']:.3f}-{q['ratio_p90']:.3f}")
         lines.append(f"{q['name']:<24} {q['model']}{var} t{q['threads']}: {q['value']:.3f}  ({q['what']}{stat}){goal}")
     return "\n".join(lines)
 
