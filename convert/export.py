@@ -423,6 +423,7 @@ def build_metadata(model, keras_path: Path, task: str, info: dict, parity: dict,
         "age_unit": "months" if task == "age" else None,
         "quantization": {
             "mode": info["quantization"], "io": info["io"], "method": info.get("method"),
+            "recipe": info.get("recipe") or ("tf_int8" if info["quantization"] == "int8" else None),
             "kept_float_layers": kept,
             "kept_float_reason": {t: r for t, r in _island_reasons().items() if t in set(kept.values())},
             "denylisted_nodes": info.get("denylisted_nodes", 0),
@@ -464,7 +465,7 @@ def default_out(keras_path: Path, quantization: str) -> Path:
 
 def export(keras_path, out=None, *, quantization: str = "float32", io: str = "int8", calib: str = "synth",
            rsna_dir=None, calib_n: int = 64, check_n: int = 32, force: bool = False, keep_float="auto",
-           limits: dict | None = None, model=None, log=print) -> ExportResult:
+           limits: dict | None = None, model=None, recipe: str = "tf_int8", log=print) -> ExportResult:
     """Export `keras_path` to a LiteRT file behind the parity gate (see the module docstring).
 
     Raises EdgeBoneageError when the model fails the gate (and force is False); nothing is written then.
@@ -506,7 +507,7 @@ def export(keras_path, out=None, *, quantization: str = "float32", io: str = "in
     keras_out = keras_outputs(model, check.inputs)
 
     data, info = convert_model(model, quantization, representative=representative, io=io, keep_float=keep_float,
-                               where=str(out))
+                               recipe=recipe, where=str(out))
     custom = non_builtin_ops_bytes(data)
     if custom:
         raise EdgeBoneageError(f"{out}: converted model has non-builtin ops {custom} (the stock interpreter cannot "

@@ -242,8 +242,19 @@ def _summarise_error(exc: Exception) -> str:
     return "; ".join(keep)[:500]
 
 
+#: full-int8 recipes: the TensorFlow converter's (below) and ai-edge-quantizer's (convert.aeq.RECIPES)
+TF_INT8_RECIPE = "tf_int8"
+
+
+def int8_recipes() -> list[str]:
+    from convert.aeq import RECIPES
+
+    return [TF_INT8_RECIPE, *RECIPES]
+
+
 def convert_model(model, quantization: str = "float32", *, representative=None, io: str = "int8",
-                  keep_float="auto", xnnpack_hard_swish: bool = True, where: str = "model") -> tuple[bytes, dict]:
+                  keep_float="auto", xnnpack_hard_swish: bool = True, recipe: str = TF_INT8_RECIPE,
+                  where: str = "model") -> tuple[bytes, dict]:
     """Convert a Keras model (TensorFlow backend) to .tflite bytes; returns (bytes, info).
 
     quantization: float32 | fp16 | dynamic | int8. For int8: `representative` = a list of input dicts
@@ -252,6 +263,8 @@ def convert_model(model, quantization: str = "float32", *, representative=None, 
     `keep_float` = "auto" (the model's FLOAT_ISLAND_TYPES layers), or an explicit list of layer names (empty =
     quantise everything, which can produce a model that crashes: always validate in a child process);
     `xnnpack_hard_swish` (int8 only): write hard-swish as ADD/MUL ops the XNNPACK int8 path runs (see above).
+    `recipe` (int8 only): "tf_int8" (the TensorFlow converter, `io` as given) or an ai-edge-quantizer recipe of
+    convert.aeq.RECIPES, applied to the float32 conversion (float I/O; the uint8 image input stays uint8).
     info: {"quantization", "io", "float_layers", "float_layer_types", "denylisted_nodes", "method", "ops"}.
     """
     import keras
@@ -275,6 +288,19 @@ def convert_model(model, quantization: str = "float32", *, representative=None, 
         keep = {n: all_layers[n] for n in keep_float}
     info = {"quantization": quantization, "io": "float32" if quantization != "int8" else io,
             "float_layers": [], "float_layer_types": {}, "denylisted_nodes": 0, "method": None}
+    if quantization == "int8" and recipe != TF_INT8_RECIPE:
+        from convert import aeq
+
+        if recipe not in aeq.RECIPES:
+            raise EdgeBoneageError(f"{where}: unknown int8 recipe {recipe!r}; choose from {', '.join(int8_recipes())}")
+        if xnnpack_hard_swish:
+            model, info["hard_swish_decomposed"] = decompose_hard_swish(model)
+        float_data, _ = convert_model(model, "float32", keep_float=keep_float, where=where)
+        data, extra = aeq.quantize(float_data, recipe, list(representative or []), island_layers=keep, where=where)
+        kept = extra.pop("float_layers")
+        info.update(extra, io="float32", float_layers=sorted(kept), float_layer_types=dict(sorted(kept.items())))
+        info["ops"] = op_precision_summary(data, kept)
+        return data, info
 
     if quantization == "int8" and xnnpack_hard_swish:
         model, info["hard_swish_decomposed"] = decompose_hard_swish(model)

@@ -49,6 +49,7 @@ def add_metadata(model: bytes, record: dict, name: str = METADATA_NAME) -> bytes
     _check_identifier(model, "<model bytes>")
     schema = _schema()
     mt = schema.ModelT.InitFromPackedBuf(bytearray(model), 0)
+    _inline_buffers(mt, model)
     payload = json.dumps({"schema_version": SCHEMA_VERSION, **record}, sort_keys=True).encode()
     buf = schema.BufferT()
     buf.data = np.frombuffer(payload, dtype=np.uint8)
@@ -61,6 +62,16 @@ def add_metadata(model: bytes, record: dict, name: str = METADATA_NAME) -> bytes
     builder = flatbuffers.Builder(len(model) + len(payload) + 1024)
     builder.Finish(mt.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
+
+
+def _inline_buffers(mt, model: bytes) -> None:
+    """Buffers stored after the flatbuffer (``offset`` / ``size``, as ai-edge-quantizer writes them) are copied
+    inline: the offsets would point at the wrong place once the flatbuffer is rebuilt."""
+    for buf in mt.buffers or []:
+        off, size = int(getattr(buf, "offset", 0) or 0), int(getattr(buf, "size", 0) or 0)
+        if off > 1 and size > 0:
+            buf.data = np.frombuffer(model[off:off + size], dtype=np.uint8)
+            buf.offset, buf.size = 0, 0
 
 
 def _name(raw) -> str:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -278,3 +280,84 @@ def test_gate_refuses_a_model_that_crashes_the_interpreter(age_keras, tmp_path, 
                                                r"model: LiteRT interpreter crashed with SIGABRT"):
         E.export(age_keras, out, quantization="float32", check_n=4, log=lambda *_: None)
     assert not out.exists() and not list(tmp_path.iterdir())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# ai-edge-quantizer recipes and the accuracy-budgeted search (convert.aeq, convert.budget)
+
+aeq_missing = pytest.mark.skipif(not __import__("convert.aeq", fromlist=["available"]).available(),
+                                 reason="ai-edge-quantizer is not installed (pip install 'edge-boneage[quant]')")
+
+
+@aeq_missing
+def test_aeq_recipe_keeps_islands_float_and_survives_metadata(age_keras, tmp_path):
+    """The quantiser writes buffers after the flatbuffer (offsets); the metadata step must keep them loadable."""
+    from convert.quantize import _scope_pattern, _op_table
+    from edge_boneage.runtime import LiteRTModel
+
+    out = tmp_path / "aeq.tflite"
+    res = E.export(age_keras, out, quantization="int8", recipe="aeq_int8", calib_n=16, check_n=8,
+                   log=lambda *_: None)
+    assert res.written and res.passed
+    q = read_metadata(out)["quantization"]
+    assert q["recipe"] == "aeq_int8" and q["io"] == "float32" and "ai-edge-quantizer" in q["method"]
+    assert set(q["kept_float_layers"]) == {"lbp_ror", "sampler", "age", "probs"}
+    assert q["ops"]["int8_ops"] > 0 and q["ops"]["island_ops"] > 0
+    rows = _op_table(out.read_bytes())
+    pat = _scope_pattern(["lbp_ror", "sampler"])
+    island = [r for r in rows if any(pat.search(n) for n in r["outputs"]) and r["op"] not in ("QUANTIZE", "DEQUANTIZE")]
+    assert island and all("int8" not in r["out_dtypes"] for r in island)  # LBP / sampler ops compute in float
+    m = LiteRTModel(out)
+    rng = np.random.default_rng(0)
+    age = m({"image": rng.integers(0, 256, (1, 32, 32, 1), dtype=np.uint8), "sex": np.ones((1, 1), np.float32)})["age"]
+    assert np.all(np.isfinite(age))
+
+
+@aeq_missing
+def test_aeq_head_int8_recipe_quantises_the_head(age_keras, tmp_path):
+    out = tmp_path / "head.tflite"
+    E.export(age_keras, out, quantization="int8", recipe="aeq_int8_head", calib_n=16, check_n=8, force=True,
+             log=lambda *_: None)
+    q = read_metadata(out)["quantization"]
+    assert set(q["kept_float_layers"]) == {"lbp_ror", "sampler"}
+
+
+def test_unknown_recipe_is_one_line_error(age_keras, tmp_path, capsys):
+    from edge_boneage.cli import main
+
+    rc = main(["export", str(age_keras), "--out", str(tmp_path / "x.tflite"), "--int8", "--recipe", "nope"])
+    err = capsys.readouterr().err
+    assert rc != 0 and "--recipe nope: unknown" in err and "tf_int8" in err and "Traceback" not in err
+    assert not list(tmp_path.iterdir())
+
+
+@aeq_missing
+def test_budgeted_search_writes_a_faster_file_within_budget_or_nothing(age_keras, tmp_path):
+    from convert.budget import format_table, search
+
+    out = tmp_path / "best.tflite"
+    try:
+        rep = search(age_keras, out, max_mae_increase=1e6, recipes=["aeq_int8", "dynamic"], calib_n=16, check_n=8,
+                     heldout_n=24, repeats=3, block=3, log=lambda *_: None)
+    except EdgeBoneageError as exc:  # on a 32-px toy network int8 need not beat float32: then nothing is written
+        assert "faster than float32" in str(exc) and not out.exists()
+        return
+    rows = {r["candidate"]: r for r in rep["rows"]}
+    assert set(rows) == {"float32", "aeq_int8", "dynamic"}
+    chosen = rows[rep["chosen"]]
+    assert chosen["p50_ms"] < rows["float32"]["p50_ms"] and chosen["mae_increase"] <= 1e6
+    assert all(chosen["p50_ms"] <= r["p50_ms"] for r in rows.values() if r["status"] == "ok" and r is not chosen
+               and r["candidate"] != "float32")
+    meta = read_metadata(out)
+    assert meta["quantization"]["search"]["chosen"] == rep["chosen"]
+    assert json.loads(Path(f"{out}.search.json").read_text())["chosen"] == rep["chosen"]
+    assert "<- written" in format_table(rep)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.tflite", "best.tflite.search.json"]
+
+
+def test_budgeted_search_refuses_a_negative_budget(age_keras, tmp_path):
+    from convert.budget import search
+
+    with pytest.raises(EdgeBoneageError, match="must be >= 0"):
+        search(age_keras, tmp_path / "x.tflite", max_mae_increase=-1)
+    assert not list(tmp_path.iterdir())

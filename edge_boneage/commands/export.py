@@ -38,6 +38,15 @@ def register(subparsers) -> None:
                    help="write the file even if the parity check fails (metadata parity: 'FAILED (forced)')")
     p.add_argument("--no-float-islands", action="store_true",
                    help="(debugging) quantise LBP/sampler layers too; usually fails the parity check")
+    p.add_argument("--recipe", default="tf_int8",
+                   help="--int8 recipe: tf_int8 (TensorFlow converter, default) or an ai-edge-quantizer recipe "
+                        "(aeq_int8, aeq_int8_head, aeq_int8_float_stem, aeq_int16x8)")
+    p.add_argument("--max-mae-increase", type=float, metavar="MONTHS",
+                   help="with --int8: search every recipe (and dynamic range), time each interleaved with float32, "
+                        "and write the fastest whose held-out MAE is at most MONTHS above float32's (held-out: the "
+                        "protocol validation split with --rsna-dir, else synthetic)")
+    p.add_argument("--recipes", help="comma-separated candidates for --max-mae-increase (default: all)")
+    p.add_argument("--heldout-n", type=int, help="held-out images for --max-mae-increase (default: all)")
     p.add_argument("--onnx", action="store_true", help="export to ONNX (model.export(format='onnx')) instead")
     p.set_defaults(func=handler)
 
@@ -58,11 +67,25 @@ def handler(args) -> int:
         print(f"{res['path']}: ONNX written; max |ONNX Runtime - Keras| = "
               f"{', '.join(f'{k}={v:.3g}' for k, v in res['max_abs_diff'].items())} ({res['status']})")
         return 0
-    from convert.export import export, format_parity
+    if args.max_mae_increase is not None:
+        if args.quant != "int8":
+            raise EdgeBoneageError("--max-mae-increase goes with --int8 (it searches the int8 recipes)")
+        from convert.budget import format_table, search
 
+        rep = search(src, args.out, max_mae_increase=args.max_mae_increase, rsna_dir=args.rsna_dir,
+                     calib=args.calib, calib_n=args.calib_n, check_n=args.check_n, heldout_n=args.heldout_n,
+                     recipes=args.recipes.split(",") if args.recipes else None)
+        print(format_table(rep))
+        print(f"{rep['out']}: {rep['chosen']} written (search table: {rep['out']}.search.json)")
+        return 0
+    from convert.export import export, format_parity
+    from convert.quantize import int8_recipes
+
+    if args.recipe not in int8_recipes():
+        raise EdgeBoneageError(f"--recipe {args.recipe}: unknown; choose from {', '.join(int8_recipes())}")
     res = export(src, args.out, quantization=args.quant, io=args.io, calib=args.calib, rsna_dir=args.rsna_dir,
                  calib_n=args.calib_n, check_n=args.check_n, force=args.force,
-                 keep_float=[] if args.no_float_islands else "auto")
+                 keep_float=[] if args.no_float_islands else "auto", recipe=args.recipe)
     q = res.metadata["quantization"]
     ops = q.get("ops") or {}
     print(f"{res.path}: {q['mode']} (I/O {q['io']}), {res.path.stat().st_size / 2**20:.2f} MiB, "
