@@ -252,3 +252,34 @@ class SoftmaxExpectation(keras.layers.Layer):
         if self.interval:
             cfg["interval"] = dict(self.interval)
         return cfg
+
+
+@keras.saving.register_keras_serializable(package=_PKG)
+class SplitGroupConv2D(keras.layers.Layer):
+    """A grouped 2-D convolution computed as `groups` plain convolutions on channel slices, then concatenated: the
+    function of ``Conv2D(groups=g)`` (same kernel layout, so its weights copy over) in ops ONNX export converts."""
+
+    def __init__(self, filters: int, kernel_size, strides=1, padding: str = "valid", groups: int = 1,
+                 use_bias: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.filters, self.groups, self.padding, self.use_bias = int(filters), int(groups), padding, bool(use_bias)
+        self.kernel_size = tuple(kernel_size) if isinstance(kernel_size, (list, tuple)) else (kernel_size,) * 2
+        self.strides = tuple(strides) if isinstance(strides, (list, tuple)) else (strides,) * 2
+
+    def build(self, input_shape):
+        cin = int(input_shape[-1])
+        if cin % self.groups or self.filters % self.groups:
+            raise ValueError(f"{self.name}: channels {cin} -> {self.filters} do not split into {self.groups} groups")
+        self.kernel = self.add_weight(name="kernel", shape=(*self.kernel_size, cin // self.groups, self.filters))
+        self.bias = self.add_weight(name="bias", shape=(self.filters,), initializer="zeros") if self.use_bias else None
+
+    def call(self, x):
+        xs = ops.split(x, self.groups, axis=-1)
+        ks = ops.split(self.kernel, self.groups, axis=-1)
+        y = ops.concatenate([ops.conv(xi, ki, strides=self.strides, padding=self.padding) for xi, ki in zip(xs, ks)],
+                            axis=-1)
+        return y + self.bias if self.use_bias else y
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
+                "strides": self.strides, "padding": self.padding, "groups": self.groups, "use_bias": self.use_bias}

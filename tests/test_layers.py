@@ -478,3 +478,55 @@ def test_layers_run_under_jax(tmp_path):
     assert res["lbp"] == {"default": True, "ror": True}
     assert res["sampler_err"] < 2e-5
     np.testing.assert_allclose(res["model_out"], np.asarray(model(all_layers_inputs())), rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# SplitGroupConv2D (grouped convolution written per group for ONNX export)
+
+
+def _numpy_grouped_conv(x, k, b, groups, stride, padding):
+    """Direct loop: NHWC input, HWIO kernel (I = C_in / groups), 'valid' or 'same' (TF's asymmetric padding)."""
+    n, h, w, c = x.shape
+    kh, kw, ci, co = k.shape
+    if padding == "same":
+        oh, ow = -(-h // stride), -(-w // stride)
+        ph, pw = max((oh - 1) * stride + kh - h, 0), max((ow - 1) * stride + kw - w, 0)
+        x = np.pad(x, ((0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)))
+    oh, ow = (x.shape[1] - kh) // stride + 1, (x.shape[2] - kw) // stride + 1
+    y = np.zeros((n, oh, ow, co))
+    per = co // groups
+    for g in range(groups):
+        xs = x[..., g * ci:(g + 1) * ci]
+        for i in range(oh):
+            for j in range(ow):
+                patch = xs[:, i * stride:i * stride + kh, j * stride:j * stride + kw, :]
+                y[:, i, j, g * per:(g + 1) * per] = np.einsum("nhwc,hwco->no", patch, k[..., g * per:(g + 1) * per])
+    return y + b
+
+
+@pytest.mark.parametrize("padding,stride", [("valid", 1), ("same", 2)])
+def test_split_group_conv_matches_numpy_keras_grouped_conv_and_litert(padding, stride, tmp_path):
+    import keras
+
+    from keras_models.layers import SplitGroupConv2D
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(2, 9, 9, 6)).astype(np.float32)
+    inp = keras.Input((9, 9, 6), name="x")
+    ref_layer = keras.layers.Conv2D(9, 3, strides=stride, padding=padding, groups=3)
+    ref = keras.Model(inp, ref_layer(inp))
+    ref_layer.set_weights([rng.normal(size=(3, 3, 2, 9)).astype(np.float32), rng.normal(size=9).astype(np.float32)])
+    layer = SplitGroupConv2D(9, 3, strides=stride, padding=padding, groups=3)
+    model = keras.Model(inp, layer(inp))
+    layer.set_weights(ref_layer.get_weights())
+    k, b = ref_layer.get_weights()
+    want = _numpy_grouped_conv(x.astype(np.float64), k.astype(np.float64), b, 3, stride, padding)
+    got = np.asarray(model(x))
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    np.testing.assert_allclose(got, np.asarray(ref(x)), atol=1e-4)
+    again = SplitGroupConv2D.from_config(layer.get_config())
+    assert again.get_config() == layer.get_config()
+    path = export_litert(model, tmp_path / "gconv.tflite")
+    assert not non_builtin_ops(path)
+    (out,) = LiteRTModel(path)(x=x[:1]).values()
+    np.testing.assert_allclose(out, want[:1], atol=1e-4)

@@ -94,21 +94,36 @@ def test_convert_cli_errors(tmp_path, capsys):
     assert "cannot read numpy array" in capsys.readouterr().err
 
 
-def test_keras_onnx_export_refuses_a_model_onnx_runtime_cannot_load(tmp_path):
-    """Keras runs grouped convolutions on CPU through an XLA-compiled call that tf2onnx leaves unconverted (the
-    CSP-ResNeXt50 / ResNeXt50 case): the export must end in a one-line refusal and leave no file."""
+def test_grouped_convolutions_export_to_onnx_split_per_group(tmp_path):
+    """Keras runs grouped convolutions on CPU through an XLA-compiled call that tf2onnx leaves unconverted (ONNX
+    Runtime then cannot load the file): the exporter splits them per group (convert.onnx.split_grouped_convs) and
+    checks the ONNX model against the ORIGINAL Keras model."""
     pytest.importorskip("tf2onnx", reason="tf2onnx not installed (pip install --no-deps tf2onnx==1.17.0)")
     import keras
 
-    from convert.onnx import export_keras_onnx
-    from edge_boneage import EdgeBoneageError
+    from convert.onnx import export_keras_onnx, run_onnx
 
     inp = keras.Input((16, 16, 4), name="image")
-    x = keras.layers.Conv2D(8, 3, padding="same", groups=2)(inp)
+    x = keras.layers.Conv2D(8, 3, padding="same", groups=2, name="gconv")(inp)
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="valid", groups=4, use_bias=False, name="gconv2")(x)
     model = keras.Model(inp, keras.layers.Dense(3, name="probs")(keras.layers.GlobalAveragePooling2D()(x)))
     src = tmp_path / "grouped.keras"
     model.save(src)
     out = tmp_path / "grouped.onnx"
-    with pytest.raises(EdgeBoneageError, match=r"grouped\.onnx: the exported ONNX model does not load/run") as e:
-        export_keras_onnx(src, out, check_n=2)
-    assert "\n" not in str(e.value) and not out.exists() and not list(tmp_path.glob("*.tmp"))
+    res = export_keras_onnx(src, out, check_n=2)
+    assert res["status"] == "PASSED" and res["grouped_convs_split"] == 2 and out.is_file()
+    x = np.random.default_rng(0).uniform(0, 255, (3, 16, 16, 4)).astype(np.float32)
+    got = run_onnx(out, {"image": x})
+    np.testing.assert_allclose(next(iter(got.values())), model.predict(x, verbose=0), rtol=1e-4, atol=1e-4)
+
+
+def test_csp_resnext_stage_model_exports_to_onnx(tmp_path):
+    pytest.importorskip("tf2onnx", reason="tf2onnx not installed (pip install --no-deps tf2onnx==1.17.0)")
+    from convert.onnx import export_keras_onnx
+    from keras_models.registry import build_model
+
+    src = tmp_path / "csp.keras"
+    build_model("csp_resnext50_tw3", input_size=32, depths=(1, 1, 1, 1), cardinality=4, base_width=4,
+                width_mult=0.25).save(src)
+    res = export_keras_onnx(src, tmp_path / "csp.onnx", check_n=2)
+    assert res["status"] == "PASSED" and res["grouped_convs_split"] == 4
