@@ -189,10 +189,11 @@ def run_job(job: dict) -> dict:
     ratios = [ratio(summary, a, b) for a, b in job.get("pairs", []) if a in summary and b in summary]
     res = {"ok": True, "rows": summary, "errors": errors, "ratios": ratios,
            "settings": {k: job.get(k) for k in ("repeats", "block", "warmup", "seed")}}
-    if job.get("rss"):  # a one-row job in a fresh process: its peak resident memory (Linux ru_maxrss is in KiB)
-        import resource
+    if job.get("rss"):  # a one-row job in a fresh process: its peak resident memory (VmHWM: ru_maxrss would carry
+        from edge_boneage.device_runner import peak_rss_kb  # the parent's across exec)
 
-        res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+        kb = peak_rss_kb()
+        res["peak_rss_mb"] = kb / 1024.0 if kb else None
     return res
 
 
