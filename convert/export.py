@@ -481,6 +481,9 @@ def export(keras_path, out=None, *, quantization: str = "float32", io: str = "in
     out = Path(out) if out else default_out(keras_path, quantization)
     if out.suffix != ".tflite":
         raise EdgeBoneageError(f"{out}: a LiteRT model file must end in .tflite")
+    from edge_boneage.fileutil import check_writable_folder
+
+    check_writable_folder(out, "exported model")
     if model is None:
         model = load_keras_model(keras_path)
     task = model_task(model)

@@ -305,7 +305,11 @@ def convert_model(model, quantization: str = "float32", *, representative=None, 
     if quantization == "int8" and xnnpack_hard_swish:
         model, info["hard_swish_decomposed"] = decompose_hard_swish(model)
     with tempfile.TemporaryDirectory(prefix="edge_boneage_convert_") as tmp:
-        _write_saved_model(model, tmp)
+        try:
+            _write_saved_model(model, tmp)
+        except Exception as exc:  # e.g. a full disk: TensorFlow raises its own error types, not OSError
+            raise EdgeBoneageError(f"{where}: could not write the temporary SavedModel in {tmp} "
+                                   f"({_summarise_error(exc)}; is the disk full?)") from exc
         conv = tf.lite.TFLiteConverter.from_saved_model(tmp)
         try:
             if quantization == "float32":

@@ -44,3 +44,19 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 
 def write_json_atomic(path: str | os.PathLike, obj) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def check_writable_folder(path: str | os.PathLike, what: str = "output") -> None:
+    """Fail early, in one line naming the folder, when files cannot be written into `path`'s folder (missing and
+    not creatable, read-only, not a folder, no permission): before minutes of work, not at the end."""
+    from edge_boneage import EdgeBoneageError
+
+    folder = Path(path).parent if not Path(path).is_dir() else Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".edge_boneage_write_probe.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise EdgeBoneageError(f"{folder}: cannot write the {what} here ({reason})") from exc
