@@ -35,11 +35,17 @@ def _table(s: dict) -> list[str]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--run", type=Path, required=True)
-    ap.add_argument("--protocol", type=Path, required=True, help="benchmarks.age_protocol --json output")
-    ap.add_argument("--train-command", required=True)
+    ap.add_argument("--run", type=Path, help="the training run folder (required unless --update-int8)")
+    ap.add_argument("--protocol", type=Path, help="benchmarks.age_protocol --json output")
+    ap.add_argument("--train-command")
+    ap.add_argument("--update-int8", action="store_true",
+                    help="only rewrite the int8 sentence of the existing card from the int8 file's metadata")
     ap.add_argument("--out", type=Path, default=PRETRAINED / "MODEL_CARD.md")
     a = ap.parse_args(argv)
+    if a.update_int8:
+        return update_int8(a.out)
+    if not (a.run and a.protocol and a.train_command):
+        raise SystemExit("--run, --protocol and --train-command are needed to write a card")
     from edge_boneage.tflite_meta import read_metadata
 
     run = json.loads((a.run / "run.json").read_text())
@@ -74,10 +80,7 @@ def main(argv=None) -> int:
         "| | |", "|---|---|",
         f"| files | `boneage_age.tflite`: float32 LiteRT, builtin ops only, {_mib(tfl)}; the default of "
         "`edge-boneage predict`, runs with `ai-edge-litert` + NumPy, no TensorFlow. "
-        + (f"`boneage_age_int8.tflite`: full int8 (float I/O, expected-age head kept float), {_mib(int8)}. "
-           if meta8 else "No int8 file: the export's parity gate refused full int8 (3.14 months MAE vs Keras > 3 on "
-           "its check images; measured on the test split in BENCHMARKS.md `age_protocol`, file forced only for "
-           "that measurement). ") +
+        + int8_text(int8, meta8) +
         f"`boneage_age.keras`: the Keras source of the LiteRT file(s) ({_mib(keras_f)}, no optimizer state; load with "
         "`keras.saving.load_model(..., safe_mode=True)` after `import keras_models`) |",
         f"| network | `{cfg['model']}` (keras_models/efficientnet_lite.py): EfficientNet-Lite0 initialised from ImageNet "
@@ -106,8 +109,7 @@ def main(argv=None) -> int:
         a.train_command,
         f"edge-boneage calibrate {a.run} --out boneage_age.keras",
         "edge-boneage export boneage_age.keras --out boneage_age.tflite",
-        "edge-boneage export boneage_age.keras --int8 --io float32 --calib rsna --calib-n 256 --rsna-dir "
-        "../shared/data/rsna --out boneage_age_int8.tflite" + ("" if meta8 else "   # refused by the parity gate"),
+        INT8_COMMAND if meta8 else OLD_INT8_COMMAND + "   # refused by the parity gate",
         "```",
         "",
         f"Recipe (`--recipe {cfg.get('recipe')}`): {cfg['optimizer']} lr {cfg['lr']} weight decay {cfg['weight_decay']}, "
@@ -153,6 +155,46 @@ def main(argv=None) -> int:
 
     write_text_atomic(a.out, "\n".join(L))
     print(f"wrote {a.out}")
+    return 0
+
+
+INT8_COMMAND = ("edge-boneage export boneage_age.keras --int8 --max-mae-increase 0.3 --calib rsna --calib-n 256 "
+                "--rsna-dir ../shared/data/rsna --out boneage_age_int8.tflite")
+OLD_INT8_COMMAND = ("edge-boneage export boneage_age.keras --int8 --io float32 --calib rsna --calib-n 256 --rsna-dir "
+                    "../shared/data/rsna --out boneage_age_int8.tflite")
+OLD_INT8_TEXT = ("No int8 file: the export's parity gate refused full int8 (3.14 months MAE vs Keras > 3 on its check "
+                 "images; measured on the test split in BENCHMARKS.md `age_protocol`, file forced only for that "
+                 "measurement). ")
+
+
+def int8_text(int8: Path, meta8: dict | None) -> str:
+    """The card's sentence on the int8 file, from its metadata (recipe, search table)."""
+    if not meta8:
+        return OLD_INT8_TEXT
+    q = meta8["quantization"]
+    search = q.get("search") or {}
+    row = next((r for r in search.get("rows", []) if r["candidate"] == search.get("chosen")), None)
+    text = f"`boneage_age_int8.tflite`: full int8, recipe `{q.get('recipe')}` ({q.get('method')}), {_mib(int8)}"
+    if row:
+        text += (f"; chosen by `export --int8 --max-mae-increase {search['budget_months']:g}` on {search['heldout']}: "
+                 f"{row['mae_increase']:+.2f} months vs float32 at {row['ratio_vs_float32']:.2f}x its latency "
+                 f"(1 thread, interleaved; the search table is in the file's metadata and BENCHMARKS.md `int8_search`)")
+    return text + ". "
+
+
+def update_int8(card: Path) -> int:
+    """Rewrite only the int8 sentence and command of an existing card (when the training run folder is gone)."""
+    from edge_boneage.fileutil import write_text_atomic
+    from edge_boneage.tflite_meta import read_metadata
+
+    int8 = PRETRAINED / "boneage_age_int8.tflite"
+    text = card.read_text()
+    if OLD_INT8_TEXT not in text:
+        raise SystemExit(f"{card}: no int8 sentence of the earlier card to replace")
+    text = text.replace(OLD_INT8_TEXT, int8_text(int8, read_metadata(int8)))
+    text = text.replace(OLD_INT8_COMMAND + "   # refused by the parity gate", INT8_COMMAND)
+    write_text_atomic(card, text)
+    print(f"updated the int8 sentence of {card}")
     return 0
 
 
