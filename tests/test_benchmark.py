@@ -169,7 +169,7 @@ def bench_run(tmp_path_factory):
     bad.write_bytes(b"this is not a zip archive")
     cfg = config_from_dict({
         "models": [{"model": "mobilenetv3_large", "name": "tiny", "kwargs": TINY}, {"model": str(bad)}],
-        "variants": ["f32", "fp16", "int8"], "threads": [1], "runtimes": ["litert", "onnxruntime", "keras"],
+        "variants": ["f32", "fp16", "int8"], "threads": [1], "runtimes": ["litert", "onnxruntime", "openvino", "keras"],
         "data": {"source": "synth", "n": 6, "seed": 3}, "runs": 3, "warmup": 1, "calib_n": 4, "check_n": 4,
         "interleave_repeats": 3, "interleave_block": 2, "out": str(tmp / "out"), "title": "test"})
     old = os.environ.get("EDGE_BONEAGE_BENCH_FAULT")
@@ -226,6 +226,11 @@ def test_harness_rows_and_statuses(bench_run):
     # the same network through three runtimes: the same predictions (random weights, so only agreement counts)
     assert ort["mae_months"] == pytest.approx(f32["mae_months"], abs=1e-3)
     assert keras_row["mae_months"] == pytest.approx(f32["mae_months"], abs=1e-3)
+    ov = _row(rep, model="tiny", runtime="openvino")  # OpenVINO reads the same ONNX file
+    if ov["status"] != "skipped":
+        assert ov["status"] == "ok", ov["error"]
+        assert ov["file"] == ort["file"] and ov["mae_months"] == pytest.approx(f32["mae_months"], abs=1e-3)
+        assert ov["timing"] == "interleaved"
     assert ort["gmacs"] == f32["gmacs"]  # same network: MACs from the f32 graph
     # MobileNetV3 runs every conv on the true batch: the Keras-layer count equals the .tflite graph count
     assert rep["models"]["tiny"]["keras_macs"] == pytest.approx(f32["gmacs"] * 1e9, rel=1e-6)

@@ -39,7 +39,7 @@ import numpy as np
 from edge_boneage import EdgeBoneageError, __version__
 
 VARIANTS = ("f32", "fp16", "dynamic", "int8")
-RUNTIMES = ("litert", "onnxruntime", "keras", "tflite_runtime")
+RUNTIMES = ("litert", "onnxruntime", "openvino", "keras", "tflite_runtime")
 DATA_SOURCES = ("synth", "rsna", "csv")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WORK_MARK = ".edge_boneage_bench_work"  # in each run folder under OUT/work that a benchmark run made
@@ -63,7 +63,7 @@ class BenchConfig:
     models: list[ModelSpec]
     variants: list[str] = field(default_factory=lambda: list(VARIANTS))
     threads: list[int] = field(default_factory=lambda: [1])
-    runtimes: list[str] = field(default_factory=lambda: ["litert", "onnxruntime", "keras"])
+    runtimes: list[str] = field(default_factory=lambda: ["litert", "onnxruntime", "openvino", "keras"])
     data: dict = field(default_factory=lambda: {"source": "synth", "n": 32, "seed": 12345})
     runs: int = 50
     warmup: int = 5
@@ -461,11 +461,12 @@ def run_benchmark(cfg: BenchConfig, log=print) -> dict:
     device = cfg.device or "local"
     remote = device != "local"
     runtimes = list(cfg.runtimes)
-    if remote and any(r != "litert" for r in runtimes):
+    if remote and any(r != "litert" for r in runtimes):  # noqa: SIM102
         log(f"device {device}: only LiteRT rows run on the device; {[r for r in runtimes if r != 'litert']} skipped")
         runtimes = ["litert"]
     have_ort = importlib.util.find_spec("onnxruntime") is not None
     have_tflite_rt = importlib.util.find_spec("tflite_runtime") is not None
+    have_ov = importlib.util.find_spec("openvino") is not None
 
     # 1. export
     models = []
@@ -486,7 +487,8 @@ def run_benchmark(cfg: BenchConfig, log=print) -> dict:
                 entry["direct_tflite"] = spec.model
         else:
             log(f"export {spec.label} ({', '.join(cfg.variants)}{', onnx' if 'onnxruntime' in runtimes else ''}) ...")
-            entry.update(export_model(spec, cfg, work, "onnxruntime" in runtimes and have_ort, log=log))
+            want_onnx = ("onnxruntime" in runtimes and have_ort) or ("openvino" in runtimes and have_ov)
+            entry.update(export_model(spec, cfg, work, want_onnx, log=log))
         models.append(entry)
 
     # 2. evaluation sets
@@ -566,6 +568,21 @@ def run_benchmark(cfg: BenchConfig, log=print) -> dict:
                         row = new_row(label, "f32", "onnxruntime", int(t), device, "ok", None, ox["file"])
                         rows.append(fill_row(row, run_worker("onnxruntime", ox["file"], ev, int(t), cfg, work),
                                              fallback_macs))
+            if "openvino" in runtimes:
+                ox = m.get("onnx")
+                if not have_ov:
+                    rows.append(new_row(label, "f32", "openvino", "-", device, "skipped",
+                                        "openvino is not installed (pip install 'edge-boneage[openvino]')"))
+                elif ox is None:
+                    pass
+                elif ox["status"] != "ok" or not ox.get("file"):
+                    rows.append(new_row(label, "f32", "openvino", "-", device, ox["status"], ox.get("error")))
+                else:
+                    for t in cfg.threads:
+                        log(f"run {label} onnx openvino t{t} ...")
+                        row = new_row(label, "f32", "openvino", int(t), device, "ok", None, ox["file"])
+                        rows.append(fill_row(row, run_worker("openvino", ox["file"], ev, int(t), cfg, work),
+                                             fallback_macs))
             if "keras" in runtimes and info.get("keras_path"):
                 for t in cfg.threads:
                     log(f"run {label} keras t{t} ...")
@@ -612,7 +629,7 @@ def run_benchmark(cfg: BenchConfig, log=print) -> dict:
     return report
 
 
-INTERLEAVE_KINDS = ("litert", "onnxruntime", "keras")
+INTERLEAVE_KINDS = ("litert", "onnxruntime", "openvino", "keras")
 
 
 def interleave_rows(rows: list[dict], evals: dict, cfg: BenchConfig, work: Path, log=print) -> dict:

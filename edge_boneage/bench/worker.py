@@ -9,7 +9,7 @@ export: JOB = {"source": registry name or .keras path, "kwargs": {...}, "weights
 and per variant <stem>_<variant>.tflite + <stem>_<variant>.export.json ({"status", "error", "parity", ...}); a
 <stem>_<variant>.started marker is written first, so a crash (no .export.json) is attributed to that variant.
 
-run: RUN = {"runtime": "onnxruntime"|"keras", "model": path, "eval": npz, "threads", "runs", "warmup", "out"}.
+run: RUN = {"runtime": "onnxruntime"|"openvino"|"keras", "model": path, "eval": npz, "threads", "runs", "warmup", "out"}.
 The timing/accuracy definitions are device_runner's (same code), so rows of every runtime compare.
 """
 
@@ -137,10 +137,15 @@ def _export_onnx(model, out: Path) -> dict:
         return {"status": "skipped", "error": "tf2onnx not installed (Keras' ONNX export needs it)", "seconds": 0.0}
     from edge_boneage.fileutil import atomic_path
 
+    from convert.onnx import split_grouped_convs
+
     try:
         _call_once(model)
+        exported, n_split = split_grouped_convs(model)  # Keras' CPU grouped conv is an XLA call tf2onnx cannot take
+        if n_split:
+            _call_once(exported)
         with atomic_path(out) as tmp:
-            model.export(str(tmp), format="onnx", verbose=False)
+            exported.export(str(tmp), format="onnx", verbose=False)
     except Exception as exc:  # noqa: BLE001 - one row
         return {"status": "export failed", "error": _one_line(exc), "seconds": time.time() - t0}
     return {"status": "ok", "error": None, "seconds": time.time() - t0, "exporter": "keras model.export(format='onnx')"}
@@ -225,6 +230,33 @@ def _run_onnx(model_path: str, data: dict, threads: int):
     return init_us, call, out_names, f"onnxruntime {ort.__version__}"
 
 
+def _run_openvino(model_path: str, data: dict, threads: int):
+    import openvino as ov
+
+    from edge_boneage import device_runner as R
+
+    t0 = time.perf_counter()
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(model_path), "CPU",
+                                  {"INFERENCE_NUM_THREADS": int(threads), "PERFORMANCE_HINT": "LATENCY"})
+    request = compiled.create_infer_request()
+    init_us = (time.perf_counter() - t0) * 1e6
+    feed_all = R.model_inputs(data)
+    types = {"u8": np.uint8, "f32": np.float32, "i32": np.int32, "i64": np.int64, "i8": np.int8}
+    ins = {p.get_any_name(): types.get(p.get_element_type().get_type_name(), np.float32) for p in compiled.inputs}
+    missing = [k for k in ins if k not in feed_all]
+    if missing:
+        raise RuntimeError(f"{model_path}: OpenVINO inputs {sorted(ins)}; the evaluation set lacks {missing}")
+    outs = list(compiled.outputs)
+    out_names = [o.get_any_name() for o in outs]
+
+    def call(i):
+        res = request.infer({k: feed_all[k][i:i + 1].astype(t) for k, t in ins.items()})
+        return [np.asarray(res[o]) for o in outs]
+
+    return init_us, call, out_names, f"openvino {ov.__version__.split('-')[0]} (CPU plugin, from the ONNX file)"
+
+
 def _run_keras(model_path: str, data: dict, threads: int):
     os.environ["KERAS_BACKEND"] = "tensorflow"
     import tensorflow as tf
@@ -263,7 +295,7 @@ def run_main(run_path: str) -> int:
     try:
         rss0 = R.current_rss_kb()
         data = R.load_eval(cfg["eval"])
-        make = {"onnxruntime": _run_onnx, "keras": _run_keras}[cfg["runtime"]]
+        make = {"onnxruntime": _run_onnx, "openvino": _run_openvino, "keras": _run_keras}[cfg["runtime"]]
         init_us, call, out_names, runtime = make(cfg["model"], data, int(cfg.get("threads", 1)))
         t = time.perf_counter()
         call(0)
