@@ -131,7 +131,7 @@ def zoom(img: np.ndarray, factor: float) -> np.ndarray:
 
 
 def evaluate(model_path: Path, rsna_dir: Path, *, do_zoom: bool, split: str = "test", tta: bool = False) -> dict:
-    from edge_boneage.train import open_age_model
+    from edge_boneage.modelfile import open_model as open_age_model
 
     model = open_age_model(model_path)
     test, full = protocol_sets(rsna_dir, split)

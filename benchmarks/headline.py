@@ -38,7 +38,7 @@ PACKAGED = HERE / "edge_boneage" / "pretrained" / "boneage_age.keras"
 def test_inputs(keras_path: Path, rsna_dir: Path):
     from benchmarks.age_protocol import protocol_sets
     from edge_boneage.io import read_image
-    from edge_boneage.train import open_age_model
+    from edge_boneage.modelfile import open_model as open_age_model
 
     spec = open_age_model(keras_path).spec
     test, full = protocol_sets(rsna_dir, "test")
@@ -52,7 +52,7 @@ def predict(kind: str, path: Path, inputs: dict, batch: int = 64) -> np.ndarray:
     """Ages (months) from one runtime, fed the preprocessed inputs by name."""
     n = len(inputs["image"])
     if kind in ("litert", "keras"):
-        from edge_boneage.train import open_age_model
+        from edge_boneage.modelfile import open_model as open_age_model
 
         m = open_age_model(path)
         return np.concatenate([m.predict({k: v[b:b + batch] for k, v in inputs.items()}) for b in range(0, n, batch)])

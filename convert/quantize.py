@@ -85,12 +85,7 @@ def float_island_layers(model) -> dict[str, str]:
     return keep
 
 
-def _scope_pattern(layer_names) -> re.Pattern | None:
-    if not layer_names:
-        return None
-    alts = "|".join(re.escape(n) for n in sorted(layer_names, key=len, reverse=True))
-    # converter tensor names look like "<model>_1/<layer>_1/GatherV2_2;..." (name scope + Keras' call suffix)
-    return re.compile(rf"(?:^|/|;)(?:{alts})(?:_\d+)?/")
+from convert.scopes import scope_pattern as _scope_pattern  # noqa: E402  (shared with convert.aeq)
 
 
 def _op_table(model_bytes: bytes) -> list[dict]:

@@ -34,6 +34,14 @@ def age_layer(model):
     return layers[0]
 
 
+def keras_interval(model) -> dict | None:
+    """The conformal interval record a Keras age model carries (its SoftmaxExpectation config), or None."""
+    try:
+        return getattr(age_layer(model), "interval", None)
+    except EdgeBoneageError:  # no single expected-age layer: no interval
+        return None
+
+
 def apply_linear(model, a: float, b: float, *, n: int, fitted_on: str, val_mae_months: float | None = None) -> dict:
     """Fold age' = a * age + b into the model's class centres (in place); returns the calibration record
     (val_mae_months: the corrected model's MAE on those validation images, in-sample for the 2-parameter fit)."""

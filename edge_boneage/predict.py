@@ -18,8 +18,7 @@ import numpy as np
 
 from edge_boneage import EdgeBoneageError
 
-# 19 one-year classes: class k covers months [12k, 12k+12); its centre is 12k+6 months (see keras_models.layers).
-DEFAULT_CLASS_CENTRES_MONTHS = [12.0 * k + 6.0 for k in range(19)]
+from edge_boneage.modelfile import DEFAULT_CLASS_CENTRES_MONTHS  # noqa: E402,F401  (re-exported)
 
 
 def parse_sex(value) -> float | None:
@@ -62,6 +61,7 @@ class Prediction:
     bone_minus_chronological_months: float | None = None
     quality_ok: bool = True  # edge_boneage.quality.assess: False when the image does not look like a hand radiograph
     quality_reasons: list[str] = field(default_factory=list)  # why not (short phrases); empty when accepted
+    orientation: dict | None = None  # edge_boneage.orientation estimate; "applied": turned to an upright left hand
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -82,6 +82,8 @@ class Prediction:
             lo, hi = self.interval_months
             text += (f"; {100 * (self.interval_coverage or 0.9):.0f} % interval {lo / 12:.1f}-{hi / 12:.1f} years "
                      f"({lo:.0f}-{hi:.0f} months)")
+        if self.orientation and self.orientation.get("applied"):
+            text += f"; image seen as {self.orientation['turned_as']}: turned to an upright left hand first"
         if self.chronological_age_months is not None:
             text += f"; chronological age {self.chronological_age_months / 12:.2f} years (DICOM)"
             if self.bone_minus_chronological_months is not None:
@@ -97,54 +99,20 @@ class Prediction:
 
 
 class AgePredictor:
-    """A loaded age model: `.size`, `.needs_sex`, `.run(image_uint8_SxS, male) -> dict of numpy outputs`."""
+    """A loaded age model for predict: `.size`, `.needs_sex`, `.spec`, `.interval`, `.class_centres`,
+    `.run(image_uint8_SxS, male) -> dict of numpy outputs`; the file is opened by edge_boneage.modelfile.open_model
+    (a .tflite imports no TensorFlow / Keras)."""
 
     def __init__(self, path: str | os.PathLike, threads: int = 1):
+        from edge_boneage.modelfile import open_model
+
         self.path = Path(path)
-        self.threads = int(threads)
-        if not self.path.is_file():
-            raise EdgeBoneageError(f"{self.path}: no such model file")
-        self.metadata: dict = {}
-        if self.path.suffix == ".tflite":
-            self._init_tflite()
-        elif self.path.suffix == ".keras":
-            self._init_keras()
-        else:
-            raise EdgeBoneageError(f"{self.path}: unknown model format (use .tflite or .keras)")
-        outputs = self.metadata.get("outputs") or {}
-        centres = outputs.get("class_centres_months") or (outputs.get("probs") or {}).get("class_centres_months")
-        self.class_centres = list(centres or DEFAULT_CLASS_CENTRES_MONTHS)
-        if self.kind == "tflite":
-            self.interval = (outputs.get("age") or {}).get("interval")
-
-    def _init_tflite(self) -> None:
-        from edge_boneage.preprocess import PreprocessSpec
-        from edge_boneage.runtime import LiteRTModel
-        from edge_boneage.tflite_meta import read_metadata
-
-        self.kind = "tflite"
-        self.model = LiteRTModel(self.path, num_threads=self.threads)
-        self.metadata = read_metadata(self.path) or {}
-        details = self.model.input_details()
-        if "image" not in details:
-            raise EdgeBoneageError(f"{self.path}: model inputs are {self.model.input_names}; expected an 'image' input")
-        shape = list(details["image"].get("shape_signature", details["image"]["shape"]))
-        self.size = int(shape[1])
-        self.needs_sex = "sex" in details
-        spec = (self.metadata.get("input") or {}).get("preprocess") or self.metadata.get("preprocess")
-        self.spec = PreprocessSpec.from_dict(spec) if spec else PreprocessSpec(input_size=self.size)
-
-    def _init_keras(self) -> None:
-        from edge_boneage.train import load_model, model_input_names, model_input_size
-
-        self.kind = "keras"
-        self.model = load_model(self.path)
-        self.size = model_input_size(self.model)
-        self.needs_sex = "sex" in model_input_names(self.model)
-        from edge_boneage.preprocess import spec_of_keras_model
-
-        self.spec = spec_of_keras_model(self.model)
-        self.interval = keras_interval(self.model)
+        self.handle = open_model(self.path, threads=threads)
+        self.kind, self.size, self.spec = self.handle.kind, self.handle.size, self.handle.spec
+        self.metadata, self.interval = self.handle.metadata, self.handle.interval
+        self.class_centres = self.handle.class_centres
+        self.needs_sex = "sex" in self.handle.input_names
+        self.model = self.handle.model
 
     def run(self, image: np.ndarray, male: float | None) -> dict[str, np.ndarray]:
         feed = {"image": image[None, :, :, None].astype(np.uint8)}
@@ -152,23 +120,7 @@ class AgePredictor:
             if male is None:
                 raise EdgeBoneageError(f"{self.path}: this model needs the patient's sex: pass --sex M or --sex F")
             feed["sex"] = np.array([[male]], np.float32)
-        if self.kind == "tflite":
-            out = self.model(feed)
-        else:
-            out = self.model.predict_on_batch(feed)
-            if not isinstance(out, dict):
-                out = dict(zip(self.model.output_names, out if isinstance(out, (list, tuple)) else [out]))
-        return {k: np.asarray(v) for k, v in out.items()}
-
-
-def keras_interval(model) -> dict | None:
-    """The conformal interval record a Keras age model carries (its SoftmaxExpectation config), or None."""
-    from edge_boneage.calibrate import age_layer
-
-    try:
-        return getattr(age_layer(model), "interval", None)
-    except EdgeBoneageError:  # no single expected-age layer: no interval
-        return None
+        return self.handle.run(feed)
 
 
 def resolve_sex(sex_arg, meta, where) -> tuple[float | None, str | None]:
@@ -191,19 +143,40 @@ def resolve_sex(sex_arg, meta, where) -> tuple[float | None, str | None]:
 TTA_MARGINS = (0.0, 0.04, 0.08)
 
 
-def predict_image(predictor: AgePredictor, image_path: str | os.PathLike, sex=None, *, tta: bool = False) -> Prediction:
+def orient_image(img: np.ndarray, orienter) -> tuple[np.ndarray, dict | None]:
+    """(image turned to an upright left hand when the classifier is sure enough it is not one - its file's
+    turn_threshold -, the estimate record); an unclear estimate leaves the image as it is (the caller flags it)."""
+    if orienter is None:
+        return img, None
+    from edge_boneage.orientation import to_upright_left
+
+    est = orienter.estimate(img)
+    c = est.apply_cls
+    rec = {**est.to_dict(), "applied": bool(c != 0)}
+    return (to_upright_left(img, c) if c else img), rec
+
+
+def predict_image(predictor: AgePredictor, image_path: str | os.PathLike, sex=None, *, tta: bool = False,
+                  orient: bool = True) -> Prediction:
     """Read, preprocess per the model's spec, run, decode. Errors name the file.
 
     Sex: the argument, else the DICOM PatientSex; a model with a sex input and no known sex is run for both sexes
     (``ages_by_sex``; ``age_months`` is then their mean, ``sex`` None).
     The decoded image also goes through the quality gate (edge_boneage.quality): ``quality_ok`` / ``quality_reasons``;
-    the age is still computed for a flagged image (the caller decides: ``predict --strict`` exits 2)."""
+    the age is still computed for a flagged image (the caller decides: ``predict --strict`` exits 2).
+    ``orient``: estimate the orientation (edge_boneage.orientation, the packaged classifier) and turn a rotated or
+    mirrored hand upright-left first; an unclear orientation is flagged ("orientation unclear")."""
     from edge_boneage.io import read_image
     from edge_boneage.quality import assess
 
     parse_sex(sex)
     img, meta = read_image(image_path)
     male, source = resolve_sex(sex, meta, image_path)
+    orientation = None
+    if orient:
+        from edge_boneage.orientation import default_orienter
+
+        img, orientation = orient_image(img, default_orienter())
     x, box = predictor.spec.apply_with_box(img)
     # the model's hand box is reusable when it was found on the image itself (squeeze frame); a letterboxed frame's
     # coverage is not the image's, so the gate then locates the hand on the image itself (one 128x128 pass)
@@ -252,7 +225,10 @@ def predict_image(predictor: AgePredictor, image_path: str | os.PathLike, sex=No
         interval_months=interval, interval_coverage=(ival or {}).get("coverage") if interval else None,
         sex_source=source if predictor.needs_sex else None, ages_by_sex=both, chronological_age_months=chrono,
         bone_minus_chronological_months=None if chrono is None or both is not None else round(age - chrono, 2),
-        quality_ok=quality.ok, quality_reasons=list(quality.reasons),
+        quality_ok=quality.ok and not (orientation and not orientation["confident"]),
+        quality_reasons=list(quality.reasons) + ([f"orientation unclear (p={orientation['prob']:.2f})"]
+                                                 if orientation and not orientation["confident"] else []),
+        orientation=orientation,
     )
 
 

@@ -47,10 +47,21 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
 import numpy as np
 
 from edge_boneage import EdgeBoneageError
 from edge_boneage.fileutil import write_json_atomic, write_text_atomic
+# the one model handle and .keras loader live in edge_boneage.modelfile (inference never imports this module)
+from edge_boneage.modelfile import (  # noqa: F401  (re-exported for callers of the training API)
+    KerasModelFile,
+    TFLiteModelFile,
+    import_custom_objects,
+    load_model,
+    model_input_names,
+    model_input_size,
+)
+from edge_boneage.modelfile import open_model as open_age_model  # noqa: F401
 
 MONITOR = "val_age_mae"  # validation MAE of the "age" output, months
 
@@ -284,14 +295,6 @@ def load_split(config: TrainConfig, source=None):
 # ----------------------------------------------------------------------------------------------- keras helpers
 
 
-def import_custom_objects() -> None:
-    """Register every custom layer (needed before keras.saving.load_model)."""
-    import keras_models.layers  # noqa: F401
-    from keras_models.registry import list_models
-
-    list_models()  # imports every builder module (mobilenet, resnext) and their layers
-
-
 def _builder_params(name: str) -> set[str]:
     import inspect
 
@@ -306,19 +309,6 @@ def committed_epoch(run_dir: str | os.PathLike) -> int:
         return int(json.loads((Path(run_dir) / "state.json").read_text())["epoch"])
     except (OSError, ValueError, KeyError):
         return -1
-
-
-def load_model(path: str | os.PathLike):
-    import keras
-
-    import_custom_objects()
-    path = Path(path)
-    if not path.is_file():
-        raise EdgeBoneageError(f"{path}: no such model file")
-    try:
-        return keras.saving.load_model(str(path), safe_mode=True)
-    except Exception as exc:  # keras raises many kinds here
-        raise EdgeBoneageError(f"{path}: cannot load Keras model ({type(exc).__name__}: {exc})".replace("\n", " ")) from exc
 
 
 def save_model_atomic(model, path: str | os.PathLike) -> None:
@@ -350,17 +340,6 @@ def _link_atomic(src: Path, dst: Path) -> None:
     finally:
         if tmp.exists():
             tmp.unlink()
-
-
-def model_input_names(model) -> list[str]:
-    return [t.name.split(":")[0] for t in model.inputs] if not isinstance(model.input, dict) else list(model.input)
-
-
-def model_input_size(model) -> int:
-    for t in model.inputs:
-        if t.name.split(":")[0] == "image" or len(t.shape) == 4:
-            return int(t.shape[1])
-    raise EdgeBoneageError(f"model {model.name!r} has no (B,S,S,1) 'image' input")
 
 
 def set_bn_momentum(model, momentum: float) -> int:
@@ -543,67 +522,6 @@ def _after_commit(out: Path, st: dict) -> None:
 # ----------------------------------------------------------------------------------------------- evaluation
 
 
-class _TFLiteAgeModel:
-    """Adapter: edge_boneage.runtime.LiteRTModel -> .size, .input_names, .predict(x) -> age months (B,)."""
-
-    def __init__(self, path):
-        from edge_boneage.runtime import LiteRTModel
-
-        self.path = str(path)
-        self.model = LiteRTModel(path)
-        details = self.model.input_details()
-        if "image" not in details:
-            raise EdgeBoneageError(f"{path}: model inputs are {self.model.input_names}; expected an 'image' input")
-        shape = list(details["image"].get("shape_signature", details["image"]["shape"]))
-        self.size = int(shape[1])
-        self.input_names = set(self.model.input_names)
-        from edge_boneage.preprocess import PreprocessSpec
-        from edge_boneage.tflite_meta import read_metadata
-
-        meta = read_metadata(path) or {}
-        d = (meta.get("input") or {}).get("preprocess") or meta.get("preprocess")
-        self.spec = PreprocessSpec.from_dict(d) if d else PreprocessSpec(input_size=self.size, version=1)
-        self.interval = ((meta.get("outputs") or {}).get("age") or {}).get("interval")
-
-    def predict(self, x: dict) -> np.ndarray:
-        out = self.model({k: v for k, v in x.items() if k in self.input_names})
-        if "age" in out:
-            return np.asarray(out["age"]).reshape(-1)
-        ones = [v for v in out.values() if np.asarray(v).ndim == 2 and np.asarray(v).shape[1] == 1]
-        if len(ones) != 1:
-            raise EdgeBoneageError(f"{self.path}: cannot tell which output is the age (outputs {list(out)})")
-        return np.asarray(ones[0]).reshape(-1)
-
-
-class _KerasAgeModel:
-    def __init__(self, path):
-        self.path = str(path)
-        self.model = load_model(path)
-        self.size = model_input_size(self.model)
-        self.input_names = set(model_input_names(self.model))
-        from edge_boneage.predict import keras_interval
-        from edge_boneage.preprocess import spec_of_keras_model
-
-        self.spec = spec_of_keras_model(self.model)
-        self.interval = keras_interval(self.model)
-
-    def predict(self, x: dict) -> np.ndarray:
-        out = self.model.predict_on_batch({k: v for k, v in x.items() if k in self.input_names})
-        return np.asarray(out["age"] if isinstance(out, dict) else out[0]).reshape(-1)
-
-
-def open_age_model(path: str | os.PathLike):
-    """A .keras (Keras, safe_mode) or .tflite (edge_boneage.runtime, no TF/Keras) age model, same interface."""
-    path = Path(path)
-    if not path.is_file():
-        raise EdgeBoneageError(f"{path}: no such model file")
-    if path.suffix == ".tflite":
-        return _TFLiteAgeModel(path)
-    if path.suffix == ".keras":
-        return _KerasAgeModel(path)
-    raise EdgeBoneageError(f"{path}: unknown model format (use .keras or .tflite)")
-
-
 def predict_source(age_model, source, batch: int = 32) -> np.ndarray:
     """Predicted ages (months) over a source: the same batching/preprocessing code for .keras and .tflite."""
     from edge_boneage.sources import BatchMaker
@@ -617,7 +535,7 @@ def evaluate_model(model_path, source, out_dir, *, batch: int = 32, meta: dict |
     report.json, predictions.csv and PNGs to out_dir and returns the report."""
     from edge_boneage import metrics
 
-    m = model_path if isinstance(model_path, (_KerasAgeModel, _TFLiteAgeModel)) else open_age_model(model_path)
+    m = model_path if isinstance(model_path, (KerasModelFile, TFLiteModelFile)) else open_age_model(model_path)
     model_path = m.path
     if m.size != source.size:
         raise EdgeBoneageError(f"{model_path}: model input is {m.size}x{m.size} but the data is {source.size}x{source.size}")

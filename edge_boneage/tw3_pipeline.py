@@ -454,7 +454,7 @@ class StageModel:
                 self._lite = LiteRTModel(path, num_threads=num_threads)
                 self.meta = read_metadata(path, TFLITE_META_NAME) or {}
             elif path.suffix == ".keras":
-                from edge_boneage.train import load_model
+                from edge_boneage.modelfile import load_model
 
                 self.format, self._lite = "keras", None
                 self._keras = load_model(path)
@@ -506,7 +506,7 @@ def export_stage_tflite(keras_path, out_path, margin: float = DEFAULT_MARGIN) ->
     from convert.litert import export_litert
     from edge_boneage.fileutil import write_bytes_atomic
     from edge_boneage.tflite_meta import add_metadata
-    from edge_boneage.train import load_model
+    from edge_boneage.modelfile import load_model
 
     model = load_model(keras_path)
     out = export_litert(model, out_path)

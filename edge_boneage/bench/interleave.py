@@ -100,7 +100,7 @@ def keras_runner(path: str, threads: int, eval_npz: str | None):
         tf.config.threading.set_inter_op_parallelism_threads(1)
     except RuntimeError:  # already initialised by an earlier Keras row: the first row's setting holds
         pass
-    from edge_boneage.train import load_model  # the safe_mode loader
+    from edge_boneage.modelfile import load_model  # the safe_mode loader
 
     model = load_model(path)
     sample = _first_sample(eval_npz, {})

@@ -266,7 +266,7 @@ def _run_keras(model_path: str, data: dict, threads: int):
     import keras
 
     from edge_boneage import device_runner as R
-    from edge_boneage.train import load_model
+    from edge_boneage.modelfile import load_model
 
     t0 = time.perf_counter()
     model = load_model(model_path)

@@ -5,10 +5,11 @@ The project's embedded default data: no download needed to train, test or demo. 
 See docs/SYNTH.md.
 """
 
-from edge_boneage.synth.maturity import consistency, sample_grades
+from edge_boneage.synth.maturity import sample_grades
 from edge_boneage.synth.render import (
     SynthBatch,
     bone_crop,
+    consistency,
     generate,
     generate_one,
     iter_bone_crops,

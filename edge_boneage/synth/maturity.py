@@ -82,28 +82,3 @@ def sample_grades(age_years: float, sex, rng: np.random.Generator, jitter: float
 def total_score(grades, sex) -> float:
     table = _TABLES[tw3.normalise_sex(sex)]
     return float(table[np.arange(_N), np.asarray(grades)].sum())
-
-
-def consistency(n: int = 2000, seed: int = 0, age_range=(0.0, 18.0)) -> dict:
-    """Mean / max |score_to_age(sum of stage scores) - label| in months over n sampled children
-    (the same sampler as the image generator), excluding ages at/above the curve end (reported apart)."""
-    from edge_boneage.synth.render import sample_child  # local: render imports this module
-
-    errs, beyond = [], 0
-    for i in range(n):
-        child = sample_child(seed, i, age_range)
-        if child["beyond_curve"]:
-            beyond += 1
-            continue
-        sex = "male" if child["male"] else "female"
-        back = tw3.score_to_age(total_score(child["grades"], sex), sex) * 12.0
-        errs.append(abs(back - child["boneage"]))
-    errs = np.asarray(errs)
-    return {
-        "n": n,
-        "n_in_curve": int(errs.size),
-        "n_beyond_curve": beyond,
-        "mean_abs_months": float(errs.mean()) if errs.size else float("nan"),
-        "p95_abs_months": float(np.percentile(errs, 95)) if errs.size else float("nan"),
-        "max_abs_months": float(errs.max()) if errs.size else float("nan"),
-    }

@@ -21,6 +21,7 @@ import numpy as np
 from edge_boneage import EdgeBoneageError, tw3
 from edge_boneage.synth.hand import build_hand
 from edge_boneage.synth.maturity import curve_end, sample_grades
+from edge_boneage.synth.maturity import total_score as maturity_total_score
 
 SHIFT = 4  # sub-pixel bits for cv2 polygon drawing
 _ONE = float(1 << SHIFT)
@@ -350,3 +351,26 @@ def contact_sheet(size: int = 192, seed: int = 0, ages=range(1, 19), boxes: bool
 
 __all__ = ["SynthBatch", "bone_crop", "child_at", "contact_sheet", "curve_end", "generate", "generate_one",
            "iter_bone_crops", "render", "sample_child", "write_dataset"]
+
+
+def consistency(n: int = 2000, seed: int = 0, age_range=(0.0, 18.0)) -> dict:
+    """Mean / max |score_to_age(sum of stage scores) - label| in months over n sampled children
+    (the same sampler as the image generator), excluding ages at/above the curve end (reported apart)."""
+    errs, beyond = [], 0
+    for i in range(n):
+        child = sample_child(seed, i, age_range)
+        if child["beyond_curve"]:
+            beyond += 1
+            continue
+        sex = "male" if child["male"] else "female"
+        back = tw3.score_to_age(maturity_total_score(child["grades"], sex), sex) * 12.0
+        errs.append(abs(back - child["boneage"]))
+    errs = np.asarray(errs)
+    return {
+        "n": n,
+        "n_in_curve": int(errs.size),
+        "n_beyond_curve": beyond,
+        "mean_abs_months": float(errs.mean()) if errs.size else float("nan"),
+        "p95_abs_months": float(np.percentile(errs, 95)) if errs.size else float("nan"),
+        "max_abs_months": float(errs.max()) if errs.size else float("nan"),
+    }

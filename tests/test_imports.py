@@ -1,0 +1,129 @@
+"""The package dependency picture holds: imports go one way between layers and no module imports itself through a
+cycle. Every import counts, including the lazy ones inside functions (read from the source with ast).
+
+Layers, lowest first (a module may import its own layer and the layers below it):
+
+  keras_models            layers and networks (keras.ops only)
+  edge_boneage (core)     io, preprocess, hand crop, orientation, datasets, synth, TW3 tables, runtime, predict,
+                          training, calibration, quality gate, model files
+  convert                 LiteRT / ONNX export, quantisation recipes, the budgeted search
+  edge_boneage (app)      cli, commands, bench (the benchmark harness), demo, tw3_pipeline
+  benchmarks              scripts that measure and write BENCHMARKS.md
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("keras_models", "edge_boneage", "convert", "benchmarks")
+APP = ("edge_boneage.cli", "edge_boneage.commands", "edge_boneage.bench", "edge_boneage.demo",
+       "edge_boneage.tw3_pipeline")
+LAYERS = ("keras_models", "edge_boneage", "convert", "app", "benchmarks")
+
+
+def modules(root: Path = ROOT) -> dict[str, Path]:
+    out = {}
+    for pkg in PACKAGES:
+        for p in (root / pkg).rglob("*.py"):
+            name = ".".join(p.relative_to(root).with_suffix("").parts)
+            out[name[:-9] if name.endswith(".__init__") else name] = p
+    return out
+
+
+def import_graph(root: Path = ROOT) -> dict[str, set[str]]:
+    mods = modules(root)
+
+    def resolve(name):
+        while name and name not in mods:
+            name = name.rsplit(".", 1)[0] if "." in name else ""
+        return name or None
+
+    graph = {m: set() for m in mods}
+    for m, p in mods.items():
+        for node in ast.walk(ast.parse(p.read_text(), str(p))):
+            targets = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets = [f"{node.module}.{a.name}" for a in node.names]
+            for t in targets:
+                r = resolve(t)
+                if r and r != m:
+                    graph[m].add(r)
+    return graph
+
+
+def layer(module: str) -> str:
+    if module.startswith(APP):
+        return "app"
+    return module.split(".")[0]
+
+
+def test_imports_go_down_the_layers_only():
+    bad = [f"{m} ({layer(m)}) imports {t} ({layer(t)})" for m, ts in import_graph().items() for t in ts
+           if LAYERS.index(layer(t)) > LAYERS.index(layer(m))]
+    assert not bad, "\n".join(sorted(bad))
+
+
+def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan)."""
+    index, low, stack, on, cycles, counter = {}, {}, [], set(), [], [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                cycles.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return cycles
+
+
+def test_no_import_cycles():
+    assert not find_cycles(import_graph())
+
+
+def test_inference_never_imports_the_training_module():
+    graph = import_graph()
+    seen, todo = set(), ["edge_boneage.predict", "edge_boneage.runtime", "edge_boneage.orientation",
+                         "edge_boneage.device_runner", "edge_boneage.quality"]
+    while todo:
+        m = todo.pop()
+        if m in seen:
+            continue
+        seen.add(m)
+        todo += graph.get(m, ())
+    assert "edge_boneage.train" not in seen and not any(s.startswith("convert") for s in seen), sorted(seen)
+
+
+def test_the_checker_sees_a_planted_lazy_cycle_and_an_upward_import(tmp_path):
+    pkg = tmp_path / "edge_boneage"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("def f():\n    from edge_boneage.b import g  # lazy, inside a function\n")
+    (pkg / "b.py").write_text("import edge_boneage.a\n\ndef g():\n    import convert.x\n")
+    (tmp_path / "convert").mkdir()
+    (tmp_path / "convert" / "x.py").write_text("")
+    graph = import_graph(tmp_path)
+    assert find_cycles(graph) == [["edge_boneage.a", "edge_boneage.b"]]
+    assert "convert.x" in graph["edge_boneage.b"] and LAYERS.index(layer("convert.x")) > LAYERS.index("edge_boneage")
