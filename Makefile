@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[train,jax,onnx,quant,openvino,dev]"
+	$(BIN)/python -m pip install -q -e ".[train,jax,onnx,quant,openvino,dicom,dev]"
 	# onnx2tf / tf-keras / tf2onnx pin old TF and numpy: install without their pins (verified in shared/STACK.md)
 	$(BIN)/python -m pip install -q --no-deps onnx2tf==1.29.24 tf-keras==2.21.0 tf2onnx==1.17.0
 	# PyTorch (CPU) only makes a test ONNX model; take it only from a local wheel (no multi-GB download):

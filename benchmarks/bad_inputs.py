@@ -157,7 +157,12 @@ def make_bad_inputs(folder: Path) -> dict[str, tuple[Path, str]]:
 
     ds = dicom_dataset(good, transfer_syntax=JPEGLSLossless)
     ds.PixelData = encapsulate([good.tobytes()])
-    out["DICOM JPEG-LS (no decoder)"] = (write_dicom(folder / "jpegls.dcm", ds), "unsupported DICOM transfer syntax")
+    from pydicom.pixels import get_decoder
+
+    if get_decoder(JPEGLSLossless).is_available:  # the [dicom] extra: the decoder runs and refuses the bytes
+        out["DICOM JPEG-LS UID, raw bytes"] = (write_dicom(folder / "jpegls.dcm", ds), "cannot decode DICOM pixel data")
+    else:
+        out["DICOM JPEG-LS (no decoder)"] = (write_dicom(folder / "jpegls.dcm", ds), "unsupported DICOM transfer syntax")
 
     ds = dicom_dataset(good)
     ds.PixelData = good.tobytes()[: good.size // 3]

@@ -237,3 +237,24 @@ def test_cli_style_bad_file_has_no_traceback(tmp_path):
     code = f"from edge_boneage.io import read_image\nread_image({str(p)!r})\n"
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode != 0 and "EdgeBoneageError" in res.stderr and "corrupt PNG" in res.stderr
+
+
+@pytest.mark.parametrize("syntax", ["RLELossless", "JPEG2000Lossless"])
+def test_compressed_dicom_decodes_pixel_exact_with_the_dicom_extra(tmp_path, syntax):
+    """The [dicom] extra (pylibjpeg + its openjpeg / libjpeg / rle plugins) decodes compressed transfer syntaxes
+    that are refused without it; lossless ones give back the very pixels."""
+    import pydicom
+    from pydicom import uid
+    from pydicom.pixels import get_decoder
+
+    ts = getattr(uid, syntax)
+    if not get_decoder(ts).is_available:
+        pytest.skip(f"no {ts.name} decoder: pip install 'edge-boneage[dicom]'")
+    img = np.random.default_rng(1).integers(0, 256, (64, 48)).astype(np.uint8)  # openjpeg needs >= 32 px per side
+    p = write_dicom(tmp_path / "c.dcm", dicom_dataset(img))
+    ds = pydicom.dcmread(p)
+    ds.compress(ts, encoding_plugin="pylibjpeg" if syntax == "JPEG2000Lossless" else None)
+    ds.save_as(p)
+    out, meta = read_image(p)
+    assert meta.transfer_syntax == str(ts)
+    np.testing.assert_array_equal(out, img)
