@@ -1,7 +1,7 @@
 """One registry of model builders by name (as timm / keras-hub do).
 
 Builders are plain functions returning an (uncompiled) `keras.Model`; they never touch files or the CLI.
-Register with `@register_model("name", task="age"|"tw3_stage", description="...")`.
+Register with `@register_model("name", task="age"|"tw3_stage"|"orientation", description="...")`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ import importlib
 from dataclasses import dataclass
 from typing import Callable
 
-_BUILDER_MODULES = ("keras_models.mobilenet", "keras_models.resnext", "keras_models.efficientnet_lite")
+_BUILDER_MODULES = ("keras_models.mobilenet", "keras_models.resnext", "keras_models.efficientnet_lite",
+                    "keras_models.orientation")
 
 
 @dataclass(frozen=True)

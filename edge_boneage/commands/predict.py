@@ -24,6 +24,9 @@ def register(subparsers) -> None:
                    help="test-time augmentation: mean over 3 hand-crop margins (hand-crop models; 3x the inference)")
     p.add_argument("--json", action="store_true", help="print one JSON object per image (JSON lines)")
     p.add_argument("--top", type=int, default=5, help="how many class probabilities to print (default 5)")
+    p.add_argument("--no-orient", dest="orient", action="store_false",
+                   help="do not estimate the orientation (by default a rotated or mirrored hand is turned to an "
+                        "upright left hand first, and an unclear orientation is flagged)")
     p.add_argument("--strict", action="store_true",
                    help="exit 2 when an image is not accepted as a hand radiograph by the quality gate "
                         "(edge_boneage.quality); the age is still printed, marked")
@@ -56,7 +59,7 @@ def handler(args) -> int:
     failed = rejected = 0
     for image in args.images:
         try:
-            pred = predict_image(predictor, image, args.sex, tta=args.tta)
+            pred = predict_image(predictor, image, args.sex, tta=args.tta, orient=args.orient)
         except EdgeBoneageError as exc:
             failed += 1
             if args.json:
