@@ -22,12 +22,21 @@ VARIANTS = (("none", "no LBP (grey)"), ("default", "LBP (default)"), ("ror", "ro
             ("plain", "plain MobileNetV3-L (no RIL head)"))
 
 
+FAMILIES = {  # plain model, RIL model, extra train arguments
+    "mobilenetv3": ("mobilenetv3_large", "ril_mobilenetv3_large", ["--pretrained", "none"]),
+    "efficientnet_lite0": ("efficientnet_lite0", "ril_efficientnet_lite0", ["--pretrained", "imagenet"]),
+}
+
+
 def train_cmd(lbp: str, a, out: Path) -> list[str]:
-    model = ["--model", "mobilenetv3_large"] if lbp == "plain" else ["--model", "ril_mobilenetv3_large",
-                                                                     "--model-arg", f"lbp={lbp}"]
-    cmd = [sys.executable, "-m", "edge_boneage.cli", "train", *model, "--model-arg", f"alpha={a.alpha}", "--data", "rsna",
+    plain, ril, extra = FAMILIES[a.family]
+    model = ["--model", plain] if lbp == "plain" else ["--model", ril, "--model-arg", f"lbp={lbp}"]
+    if a.family == "mobilenetv3":
+        model += ["--model-arg", f"alpha={a.alpha}"]
+    cmd = [sys.executable, "-m", "edge_boneage.cli", "train", *model, "--data", "rsna",
            "--rsna-dir", str(a.rsna_dir), "--split", "protocol", "--size", str(a.size), "--epochs", str(a.epochs),
-           "--lr", str(a.lr), "--bn-momentum", "0.99", "--pretrained", "none", "--out", str(out), "--verbose", "2"]
+           *(["--lr", str(a.lr)] if a.lr is not None else []), "--bn-momentum", "0.99", *extra, "--out", str(out),
+           "--verbose", "2"]
     if (out / "state.json").is_file():
         cmd.append("--resume")
     return cmd
@@ -38,12 +47,17 @@ def main(argv=None) -> int:
     ap.add_argument("--rsna-dir", type=Path, required=True)
     ap.add_argument("--root", type=Path, required=True, help="folder for the three run folders")
     ap.add_argument("--epochs", type=int, default=12)
-    ap.add_argument("--alpha", type=float, default=0.35)
+    ap.add_argument("--alpha", type=float, default=0.35, help="MobileNetV3 width (family mobilenetv3)")
+    ap.add_argument("--family", choices=tuple(FAMILIES), default="mobilenetv3",
+                    help="mobilenetv3 (the paper's backbone, random init: no offline ImageNet weights) or "
+                         "efficientnet_lite0 (ImageNet init): the RIL head vs the plain network on that backbone")
     ap.add_argument("--size", type=int, default=100)
-    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--lr", type=float, help="default: 1e-3 for mobilenetv3, the CPU recipe's for efficientnet_lite0")
     ap.add_argument("--only", choices=[v for v, _ in VARIANTS], action="append")
     ap.add_argument("--eval-only", action="store_true", help="score the existing runs, train nothing")
     a = ap.parse_args(argv)
+    if a.lr is None and a.family == "mobilenetv3":
+        a.lr = 1e-3
     from benchmarks.age_protocol import evaluate
 
     rows = []
@@ -63,9 +77,15 @@ def main(argv=None) -> int:
 
         state = json.loads((out / "state.json").read_text())
         r = evaluate(out / "best.keras", a.rsna_dir, do_zoom=False)["test"]["summary"]["overall"]
+        if a.family != "mobilenetv3":
+            label = label.replace("MobileNetV3-L", "EfficientNet-Lite0")
         rows.append((label, state["epoch"] + 1, state["best_epoch"], state["best_val_mae"], r))
-    print(f"RIL-MobileNetV3-L alpha {a.alpha}, {a.size} px, CPU recipe from random weights, lr {a.lr}, "
+    init = "from random weights" if a.family == "mobilenetv3" else "from ImageNet weights"
+    width = f"alpha {a.alpha}, " if a.family == "mobilenetv3" else ""
+    print(f"{FAMILIES[a.family][1]} vs {FAMILIES[a.family][0]}, {width}{a.size} px, CPU recipe {init}, lr {a.lr}, "
           f"up to {a.epochs} epochs (identical for every row); test = protocol test split")
+    if a.lr is None:
+        print("(lr: the CPU recipe's default)")
     print(f"{'variant':<32} {'epochs':>6} {'best ep':>7} {'val MAE mo':>10} {'test MAE mo':>11} {'95% CI':>16} "
           f"{'test MAE y':>10}")
     for label, ep, best, val, r in rows:
