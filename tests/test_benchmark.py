@@ -357,3 +357,25 @@ def test_ssh_loopback_end_to_end(loopback_sshd, tmp_path, capsys):
     odd_rows = [r for r in rep["rows"] if r["model"] == "odd_inputs"]  # fails ON THE BOX: error JSON comes back
     assert len(odd_rows) == 2 and all(r["status"] == "validation failed" for r in odd_rows)
     assert "the evaluation set lacks ['weight_kg']" in odd_rows[0]["error"] and not odd_rows[0]["crashed"]
+
+
+def test_eval_set_is_the_protocol_test_split_made_by_the_models_contract(rsna_dir, tmp_path):
+    """data.split "test": the images that chose nothing; each model's evaluation set is made by its own contract."""
+    from edge_boneage import datasets
+    from edge_boneage.bench.harness import pack_eval_set
+    from edge_boneage.io import read_image
+    from edge_boneage.preprocess import PreprocessSpec
+    from edge_boneage.train import protocol_split
+
+    spec = {"input_size": 100, "frame": "squeeze", "crop": "hand"}
+    info = pack_eval_set("age", 100, 1, {"source": "rsna", "rsna_dir": str(rsna_dir), "n": 6, "split": "test"},
+                         tmp_path / "e.npz", spec)
+    assert info["n"] == 6 and "protocol test split" in info["desc"]
+    samples = list(datasets.load_rsna_csv(rsna_dir / "labels.csv", rsna_dir / "img100").samples)
+    test = protocol_split(samples, rsna_dir)[2][:6]
+    with np.load(tmp_path / "e.npz") as z:
+        np.testing.assert_array_equal(z["label_age_months"], [s.boneage_months for s in test])
+        want = PreprocessSpec.from_dict(spec).apply(read_image(test[0].path)[0])
+        np.testing.assert_array_equal(z["image"][0, ..., 0], want)
+    with pytest.raises(EdgeBoneageError, match="split"):
+        pack_eval_set("age", 100, 1, {"source": "synth", "n": 4, "split": "test"}, tmp_path / "x.npz")

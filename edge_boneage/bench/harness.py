@@ -69,6 +69,7 @@ class BenchConfig:
     warmup: int = 5
     calib_n: int = 32
     check_n: int = 16
+    int8_recipe: str = "tf_int8"  # the int8 variant's recipe (convert.quantize.int8_recipes(), e.g. aeq_int8_float_stem)
     device: str = "local"
     ssh_opts: list[str] = field(default_factory=list)
     remote_python: str = "python3"
@@ -105,6 +106,9 @@ def config_from_dict(d: dict, where: str = "config") -> BenchConfig:
         bad = sorted(set(m) - {f.name for f in dataclasses.fields(ModelSpec)})
         if bad:
             raise EdgeBoneageError(f"{where}: models[{i}] has unknown keys {bad}")
+        m = dict(m)
+        if _is_file_spec(str(m["model"])):  # "~/runs/NAME/best.keras" works as a user would expect
+            m["model"] = os.path.expanduser(str(m["model"]))
         models.append(ModelSpec(**m))
     if not models:
         raise EdgeBoneageError(f"{where}: no models to benchmark")
@@ -147,6 +151,10 @@ def validate(cfg: BenchConfig, where: str = "config") -> None:
         raise EdgeBoneageError(f"{where}: unknown runtimes {bad}; choose from {', '.join(RUNTIMES)}")
     if not cfg.threads or any(int(t) < 1 for t in cfg.threads):
         raise EdgeBoneageError(f"{where}: threads must be integers >= 1, got {cfg.threads}")
+    from convert.quantize import int8_recipes
+
+    if cfg.int8_recipe not in int8_recipes():
+        raise EdgeBoneageError(f"{where}: int8_recipe {cfg.int8_recipe!r}; choose from {', '.join(int8_recipes())}")
     if cfg.data.get("source", "synth") not in DATA_SOURCES:
         raise EdgeBoneageError(f"{where}: data source {cfg.data.get('source')!r}; choose from {', '.join(DATA_SOURCES)}")
     if int(cfg.runs) < 1 or int(cfg.warmup) < 0:
@@ -239,18 +247,36 @@ def _child_env() -> dict:
     return env
 
 
-def _age_arrays(data: dict, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+def _age_arrays(data: dict, size: int, spec: dict | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+    """Images (preprocessed by the model's contract `spec` when given), ages, sexes, description."""
     from edge_boneage import train as T
 
     src_kind = data.get("source", "synth")
     n = int(data.get("n", 32))
+    contract = {}
+    if spec:
+        contract = {"frame": spec.get("frame", "letterbox"), "crop": spec.get("crop"),
+                    "enhance": spec.get("enhance") or data.get("enhance")}  # (crop margin: the default, as trained)
     cfg = T.TrainConfig(data=src_kind, synth_n=n, rsna_dir=data.get("rsna_dir"), labels_csv=data.get("csv"),
-                        image_dir=data.get("image_dir"), limit=n, size=size, enhance=data.get("enhance"),
+                        image_dir=data.get("image_dir"), limit=n, size=size,
+                        **({"enhance": data.get("enhance")} if not spec else {}), **contract,
                         seed=int(data.get("seed", 12345)))
-    src = T.load_source(cfg)
+    split = data.get("split")
+    if split:  # the fixed protocol's test (or validation) split: images that chose nothing
+        if src_kind != "rsna" or split not in ("test", "val"):
+            raise EdgeBoneageError(f"data split {split!r}: use 'test' or 'val' with source rsna (the fixed protocol)")
+        cfg.limit = None
+        full = T.load_source(cfg)
+        _tr, va_s, te_s = T.protocol_split(full.samples, Path(data["rsna_dir"]))  # the protocol (seed 0), as trained
+        pos = {s.id: i for i, s in enumerate(full.samples)}
+        picked = [pos[s.id] for s in (te_s if split == "test" else va_s)][: n or None]
+        src = full.subset(np.array(picked, np.int64))
+    else:
+        src = T.load_source(cfg)
     images = np.stack([src.image(i) for i in range(len(src))]).astype(np.uint8)
     desc = f"{src_kind}(n={len(src)}, size={size}" + (f", seed={cfg.seed})" if src_kind == "synth" else
-                                                       f", {data.get('rsna_dir') or data.get('csv')})")
+                                                       f", {data.get('rsna_dir') or data.get('csv')}"
+                                                       + (f", protocol {split} split)" if split else ")"))
     return images, np.asarray(src.months, np.float32), np.asarray(src.male, np.float32), desc
 
 
@@ -268,12 +294,12 @@ def _stage_arrays(data: dict, size: int):
             np.concatenate(bones).astype(np.int32), f"synth bone crops(images={n_images}, crop={size}, seed={seed})")
 
 
-def pack_eval_set(task: str, size: int, channels: int, data: dict, path: Path) -> dict:
-    """Write the evaluation .npz for one (task, size, channels); returns {"path", "n", "desc"}."""
+def pack_eval_set(task: str, size: int, channels: int, data: dict, path: Path, spec: dict | None = None) -> dict:
+    """Write the evaluation .npz for one (task, size, channels[, input contract]); returns {"path", "n", "desc"}."""
     from edge_boneage.fileutil import atomic_path
 
     if task == "age":
-        images, months, male, desc = _age_arrays(data, size)
+        images, months, male, desc = _age_arrays(data, size, spec)
         arrays = {"image": images[..., None], "sex": male.reshape(-1, 1).astype(np.float32),
                   "label_age_months": months.astype(np.float64)}
     elif task == "tw3_stage":
@@ -309,7 +335,8 @@ def export_model(spec: ModelSpec, cfg: BenchConfig, work: Path, want_onnx: bool,
         weights = find_trained_weights(spec.model)
     job = {"source": spec.model, "kwargs": spec.kwargs, "weights": weights, "weights_auto": auto,
            "workdir": str(work), "stem": stem,
-           "variants": list(cfg.variants), "onnx": want_onnx, "calib": "rsna" if cfg.data.get("source") == "rsna"
+           "variants": list(cfg.variants), "onnx": want_onnx, "int8_recipe": cfg.int8_recipe,
+           "calib": "rsna" if cfg.data.get("source") == "rsna"
            else "synth", "rsna_dir": cfg.data.get("rsna_dir"), "calib_n": cfg.calib_n, "check_n": cfg.check_n}
     job_path = work / f"{stem}.job.json"
     job_path.write_text(json.dumps(job, indent=1))
@@ -498,10 +525,12 @@ def run_benchmark(cfg: BenchConfig, log=print) -> dict:
         if "error" in info:
             continue
         shape = info["inputs"]["image"]["shape"]
-        key = (info["task"], int(shape[0]), int(shape[-1]))
+        spec = info.get("preprocess") or None
+        ckey = json.dumps({k: (spec or {}).get(k) for k in ("frame", "crop", "crop_margin", "enhance")}, sort_keys=True)
+        key = (info["task"], int(shape[0]), int(shape[-1]), ckey)
         if key not in eval_sets:
-            path = work / f"eval_{key[0]}_{key[1]}_c{key[2]}.npz"
-            eval_sets[key] = pack_eval_set(*key, cfg.data, path)
+            path = work / f"eval_{key[0]}_{key[1]}_c{key[2]}_{len(eval_sets)}.npz"
+            eval_sets[key] = pack_eval_set(*key[:3], cfg.data, path, spec)
             log(f"evaluation set {path.name}: {eval_sets[key]['desc']}")
         m["eval"] = eval_sets[key]
 

@@ -94,39 +94,25 @@ def _call_once(model) -> None:
 
 
 def _export_variant(model, keras_path: Path, variant: str, out: Path, job: dict) -> dict:
-    """{"status": "ok"|"validation failed"|"export failed", "error", "parity", "seconds", "method"}."""
+    """{"status": "ok"|"validation failed"|"export failed", "error", "parity", "seconds", "method"} through the one
+    gated exporter (convert.export; force=True: a file that fails the gate is written and its row says so)."""
+    from convert import export as X
     from edge_boneage import EdgeBoneageError
 
     t0 = time.time()
     q = VARIANT_QUANT[variant]
     try:
-        from convert import export as X
-    except ImportError:
-        X = None
-    if X is not None and hasattr(X, "export"):
-        try:
-            res = X.export(keras_path, out, quantization=q, calib=job.get("calib", "synth"),
-                           rsna_dir=job.get("rsna_dir"), calib_n=int(job.get("calib_n", 32)),
-                           check_n=int(job.get("check_n", 16)), force=True, model=model, log=lambda *a: None)
-        except EdgeBoneageError as exc:
-            return {"status": "export failed", "error": _one_line(exc), "seconds": time.time() - t0}
-        parity = res.parity
-        status = "ok" if res.passed else "validation failed"
-        err = None if res.passed else f"parity gate: {parity.get('reason')}"
-        return {"status": status, "error": err, "parity": parity, "seconds": time.time() - t0,
-                "method": (res.info or {}).get("method"), "exporter": "convert.export.export"}
-    # fallback while convert.export is not available: float32 only, through convert.litert
-    if q != "float32":
-        return {"status": "export failed", "error": f"{q}: convert.export (quantised export) is not available",
-                "seconds": 0.0}
-    from convert.litert import export_litert
-
-    try:
-        export_litert(model, out, quantization="float32")
+        res = X.export(keras_path, out, quantization=q, calib=job.get("calib", "synth"),
+                       rsna_dir=job.get("rsna_dir"), calib_n=int(job.get("calib_n", 32)),
+                       check_n=int(job.get("check_n", 16)), force=True, model=model, log=lambda *a: None,
+                       recipe=job.get("int8_recipe") or "tf_int8")
     except EdgeBoneageError as exc:
         return {"status": "export failed", "error": _one_line(exc), "seconds": time.time() - t0}
-    return {"status": "ok", "error": None, "parity": None, "seconds": time.time() - t0,
-            "exporter": "convert.litert.export_litert"}
+    parity = res.parity
+    status = "ok" if res.passed else "validation failed"
+    err = None if res.passed else f"parity gate: {parity.get('reason')}"
+    return {"status": status, "error": err, "parity": parity, "seconds": time.time() - t0,
+            "method": (res.info or {}).get("method"), "exporter": "convert.export.export"}
 
 
 def _export_onnx(model, out: Path) -> dict:
@@ -157,8 +143,16 @@ def _model_info(model, task) -> dict:
     from edge_boneage.bench.macs import keras_macs
 
     ins = {k: {"shape": list(s), "dtype": d} for k, (s, d) in input_specs(model).items()}
+    spec = None
+    if (task or model_task(model)) == "age":  # the model's own input contract: the evaluation set is made by it
+        from edge_boneage.preprocess import spec_of_keras_model
+
+        try:
+            spec = spec_of_keras_model(model).to_dict()
+        except Exception:  # noqa: BLE001 - a model without a recorded contract gets the default one
+            spec = None
     return {"task": task or model_task(model), "inputs": ins, "params": int(model.count_params()),
-            "keras_macs": keras_macs(model), "name": model.name}
+            "keras_macs": keras_macs(model), "name": model.name, "preprocess": spec}
 
 
 def export_main(job_path: str) -> int:
