@@ -316,12 +316,16 @@ def benchmark(model_path: str, data: dict, *, threads: int = 1, runs: int = 50, 
     outputs = {k: np.concatenate(v) for k, v in collected.items()}
     finite = all(np.all(np.isfinite(v)) for v in outputs.values() if np.issubdtype(v.dtype, np.floating))
     peak, maxrss = peak_rss_kb(), maxrss_kb()  # before the MAC count, which loads a second interpreter
+    try:
+        partitions = delegate_partitions(interp)
+    except Exception as exc:  # noqa: BLE001 - diagnosis only
+        partitions = {"error": f"{type(exc).__name__}: {exc}"}
     res = {
         "ok": True, "runner_version": RUNNER_VERSION, "runtime": runtime, "threads": int(threads),
         "model": os.path.basename(model_path), "model_bytes": os.path.getsize(model_path),
         "timing_us": timing_summary(init_us, first_us, warm, timed),
         "memory": {"peak_rss_kb": peak, "maxrss_kb": maxrss, "rss_before_model_kb": rss0},
-        "accuracy": accuracy(data, outputs), "outputs_finite": bool(finite),
+        "accuracy": accuracy(data, outputs), "outputs_finite": bool(finite), "delegate": partitions,
         "inputs": {k: {"shape": [int(s) for s in d["shape"]], "dtype": np.dtype(d["dtype"]).name}
                    for k, d in ins.items()},
         "host": {"machine": platform.machine(), "node": platform.node(), "python": platform.python_version(),
@@ -334,6 +338,35 @@ def benchmark(model_path: str, data: dict, *, threads: int = 1, runs: int = 50, 
             res["macs"] = None
             res["macs_error"] = f"{type(exc).__name__}: {exc}"
     return res
+
+
+def delegate_partitions(interp) -> dict:
+    """How an allocated interpreter's graph was split by its delegate (XNNPACK by default): {"partitions": number of
+    DELEGATE nodes, "ops": original ops, "delegated": ops inside a partition, "outside": {op type: count} of the
+    ops the builtin kernels run}. An op is inside a partition when it lies on a path from the partition's input
+    tensors to its output tensors (walked back from the outputs through the ops that produce them)."""
+    ops = interp._get_ops_details()  # noqa: SLF001 - the public API has no per-node listing
+    delegates = [o for o in ops if o["op_name"] == "DELEGATE"]
+    original = [o for o in ops if o["op_name"] != "DELEGATE"]
+    producer = {int(t): o["index"] for o in original for t in o["outputs"]}
+    by_index = {o["index"]: o for o in original}
+    inside: set[int] = set()
+    for d in delegates:
+        stop = {int(t) for t in d["inputs"]}
+        todo = [int(t) for t in d["outputs"]]
+        while todo:
+            t = todo.pop()
+            if t in stop or t not in producer or producer[t] in inside:
+                continue
+            i = producer[t]
+            inside.add(i)
+            todo += [int(x) for x in by_index[i]["inputs"] if int(x) >= 0]
+    outside: dict[str, int] = {}
+    for o in original:
+        if o["index"] not in inside:
+            outside[o["op_name"]] = outside.get(o["op_name"], 0) + 1
+    return {"partitions": len(delegates), "ops": len(original), "delegated": len(inside),
+            "outside": dict(sorted(outside.items()))}
 
 
 def load_eval(path: str) -> dict:

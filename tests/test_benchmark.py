@@ -202,6 +202,9 @@ def test_harness_rows_and_statuses(bench_run):
         assert isinstance(f32[k], float) and f32[k] > 0 or (k == "acc_1y" and f32[k] is not None), (k, f32[k])
     assert f32["p50_ms"] <= f32["p90_ms"] and f32["result"]["timing_us"]["runs"] == 3
     assert f32["peak_mem_mb"] < 500  # the LiteRT runner child imports numpy + the interpreter only (no TensorFlow)
+    d = f32["delegate"]  # XNNPACK partitions and the ops outside them, for every LiteRT file
+    assert d["partitions"] >= 1 and 0 < d["delegated"] <= d["ops"] and sum(d["outside"].values()) == d["ops"] - d["delegated"]
+    assert "XNNPACK" in rep["text"] and "ops delegated" in rep["text"]
     assert f32["gmacs_per_s"] == pytest.approx(f32["gmacs"] / (f32["mean_ms"] / 1000))
     # every ok row re-timed in one interleaved child: 3 shuffled repeats x 2 calls; the sequential p50 is kept
     for r in rep["rows"]:

@@ -268,3 +268,17 @@ def test_xnnpack_int8_ratio_rule_and_detection(tmp_path):
                            target_spec={"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]})
         found[gain] = xnnpack_int8_rejects(path)
     assert found[1.0] == {} and found[1e-5].get("ADD", 0) >= 1, found
+
+
+def test_delegate_partitions_of_the_packaged_model():
+    """XNNPACK takes the whole float32 network in one partition; only the uint8 -> float CAST stays outside."""
+    from pathlib import Path
+
+    from edge_boneage import device_runner as R
+
+    path = Path(__file__).resolve().parents[1] / "edge_boneage" / "pretrained" / "boneage_age.tflite"
+    Interpreter, _ = R.interpreter_class()
+    it = Interpreter(model_path=str(path), num_threads=1)
+    it.allocate_tensors()
+    d = R.delegate_partitions(it)
+    assert d["partitions"] == 1 and d["outside"] == {"CAST": 1} and d["delegated"] == d["ops"] - 1

@@ -222,6 +222,8 @@ def fill_row(row: dict, res: dict, macs: int | None) -> dict:
         row["peak_mem_mb"] = (mem.get("peak_rss_kb") or mem["maxrss_kb"]) / 1024.0
     elif mem.get("peak_mb") is not None:
         row["peak_mem_mb"] = mem["peak_mb"]
+    if res.get("delegate"):
+        row["delegate"] = res["delegate"]
     acc = res.get("accuracy") or {}
     row["mae_months"], row["acc_1y"], row["stage_acc"] = acc.get("mae_months"), acc.get("acc_1y"), acc.get("stage_acc")
     graph = (res.get("macs") or {}).get("macs") if isinstance(res.get("macs"), dict) else None
@@ -650,6 +652,7 @@ def run_benchmark(cfg: BenchConfig, log=print) -> dict:
     for label, mm in models_meta.items():
         if mm["weights"]:
             text += f"\n{label}: {mm['weights']}"
+    text += "".join(f"\n{line}" for line in _delegate_notes(rows))
     text += "".join(f"\n{line}" for line in _xnnpack_int8_notes(rows))
     report = {"title": cfg.title, "config": _jsonable(cfg.to_json()), "device": device, "work_dir": str(work),
               "environment": env, "cpu_peak": peak, "models": models_meta, "rows": _jsonable(rows), "ratios": ratios,
@@ -716,6 +719,20 @@ def interleave_rows(rows: list[dict], evals: dict, cfg: BenchConfig, work: Path,
                 spreads[name_key] = {"ratio_p10": q["ratio_p10"], "ratio_p90": q["ratio_p90"],
                                      "ratio_repeats": q["repeats"], "interleaved": True}
     return spreads
+
+
+def _delegate_notes(rows: list[dict]) -> list[str]:
+    """One line per LiteRT file: its XNNPACK partitions and the ops left to the builtin kernels."""
+    out, seen = [], set()
+    for r in rows:
+        d = r.get("delegate")
+        if r.get("runtime") != "litert" or not d or "partitions" not in d or r.get("file") in seen:
+            continue
+        seen.add(r.get("file"))
+        rest = ", ".join(f"{n} {op}" for op, n in d["outside"].items()) or "none"
+        out.append(f"{r['model']} {r['variant']}: XNNPACK {d['partitions']} partition(s), {d['delegated']} of "
+                   f"{d['ops']} ops delegated; outside: {rest}")
+    return out
 
 
 def _xnnpack_int8_notes(rows: list[dict]) -> list[str]:
