@@ -180,7 +180,7 @@ def test_page_age_matches_ai_edge_litert(page, models, images, capsys):
     from edge_boneage.runtime import LiteRTModel
     from edge_boneage.tflite_meta import read_metadata
 
-    rows = []
+    rows, intervals = [], 0
     for model_name in ("tiny64", "tiny96_clahe", "mobilenet64", "packaged_rsna", "tiny64_hand"):
         _load(page, model_name)
         spec = PreprocessSpec.from_dict(read_metadata(models[model_name])["preprocess"])
@@ -197,6 +197,15 @@ def test_page_age_matches_ai_edge_litert(page, models, images, capsys):
                 assert d < AGE_TOL, f"{model_name} {name} sex={sex}: page {got['age']} vs Python {want['age']}"
                 np.testing.assert_allclose(got["probs"], want["probs"][0], atol=1e-4)
                 spread.append(float(want["age"][0, 0]))
+                outs = read_metadata(models[model_name]).get("outputs")
+                ival = ((outs.get("age") or {}).get("interval")) if isinstance(outs, dict) else None
+                if ival:  # the page shows the same calibrated interval as predict (calibrate.interval_for)
+                    from edge_boneage.calibrate import interval_for
+
+                    np.testing.assert_allclose(got["interval"], interval_for(got["age"], ival), atol=1e-6)
+                    intervals += 1
+                else:
+                    assert got["interval"] is None
             if model_name == "tiny64" and name == "portrait":
                 # the 0.01-month tolerance has teeth: a plausible preprocessing slip moves the age far more
                 from edge_boneage.preprocess import letterbox_square
@@ -206,6 +215,7 @@ def test_page_age_matches_ai_edge_litert(page, models, images, capsys):
                 assert slip > 10 * AGE_TOL, f"INTER_LINEAR instead of INTER_AREA moved the age only {slip:.4f} months"
         if model_name.startswith("tiny") or model_name == "packaged_rsna":
             assert max(spread) - min(spread) > 1.0, f"{model_name}: outputs barely depend on the input: {spread}"
+    assert intervals > 0, "the packaged model carries a calibrated interval: the page must show it"
     with capsys.disabled():
         print("\nmodel          image      sex  python_age  litertjs_age  |diff| (months)")
         for r in rows:

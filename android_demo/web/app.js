@@ -135,8 +135,10 @@ async function predictGrey(grey, sex) {
   if (!out.age) throw new Error(`model has no output "age" (outputs: ${Object.keys(out)})`);
   const age = out.age[0];
   const probs = out.probs || null;
+  const ival = state.meta && state.meta.outputs && state.meta.outputs.age ? state.meta.outputs.age.interval : null;
   return {
     age, ...B.yearsMonths(age), probs, decoded: probs ? B.decodeProbs(probs) : null,
+    interval: B.intervalFor(age, ival), coverage: ival ? ival.coverage : null,
     preprocessMs: t1 - t0, inferenceMs: t3 - t2, input: img,
     source: { width: grey.width, height: grey.height },
   };
@@ -209,6 +211,8 @@ function showResult(r, grey) {
   $("resultcard").hidden = false;
   $("age").textContent = `${r.years} y ${r.months} m`;
   $("agesub").textContent = `${r.age.toFixed(1)} months` +
+    (r.interval ? ` · ${Math.round(100 * (r.coverage || 0.9))} % interval ${(r.interval[0] / 12).toFixed(1)}–` +
+      `${(r.interval[1] / 12).toFixed(1)} y` : "") +
     (r.decoded ? ` · most likely ${r.decoded.argmax}–${r.decoded.argmax + 1} y (p = ${r.probs[r.decoded.argmax].toFixed(2)})` : "");
   $("latency").textContent = `LiteRT inference ${r.inferenceMs.toFixed(1)} ms · preprocessing ${r.preprocessMs.toFixed(1)} ms ` +
     `(${r.source.width}×${r.source.height} → ${state.spec.input_size}²)`;
@@ -273,7 +277,7 @@ window.edgeBoneage = {
   async predictUrl(url, sex) {
     const r = await predictGrey(await fetchGrey(url), sex);
     return { age: r.age, years: r.years, months: r.months, probs: r.probs, inferenceMs: r.inferenceMs,
-             preprocessMs: r.preprocessMs, source: r.source };
+             preprocessMs: r.preprocessMs, source: r.source, interval: r.interval };
   },
   async preprocessUrl(url, spec) {  // base64 of the S x S model input, for pixel-parity tests
     const img = B.preprocess(await fetchGrey(url), spec || state.spec);

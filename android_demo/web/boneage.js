@@ -753,3 +753,17 @@ export function decodeProbs(probs) {
 export function tensorKey(name) {
   return name.replace(/:\d+$/, "").replace(/^serving_default_/, "");
 }
+
+
+/**
+ * The calibrated prediction interval of an age (edge_boneage.calibrate.interval_for): [low, high] months, or null
+ * when the model's metadata carries no interval record (outputs.age.interval).
+ */
+export function intervalFor(ageMonths, interval) {
+  if (!interval) return null;
+  let hw = interval.overall_half_width_months;
+  for (const b of interval.bands || []) {
+    if (b.pred_from_months <= ageMonths && ageMonths < b.pred_to_months) { hw = b.half_width_months; break; }
+  }
+  return [Math.max(0, ageMonths - hw), ageMonths + hw];
+}
