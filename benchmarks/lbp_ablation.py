@@ -16,6 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 PAPER_TABLE2_MAE_YEARS = {"plain MobileNetV3-L": 0.887, "LBP (default)": 0.569, "circular LBP": 0.475,
                           "rotation-invariant LBP (ror)": 0.395}
 VARIANTS = (("none", "no LBP (grey)"), ("default", "LBP (default)"), ("ror", "rotation-invariant LBP (ror)"),
@@ -91,6 +93,18 @@ def main(argv=None) -> int:
     for label, ep, best, val, r in rows:
         print(f"{label:<32} {ep:>6} {best:>7} {val:>10.2f} {r['mae']:>11.2f} {'[%.2f, %.2f]' % tuple(r['mae_ci']):>16} "
               f"{r['mae'] / 12:>10.3f}")
+    # context: a constant prediction (the training split's mean age) on the same test split
+    from edge_boneage import datasets
+    from edge_boneage.train import protocol_split
+
+    samples = list(datasets.load_rsna_csv(a.rsna_dir / "labels.csv", a.rsna_dir / "img100").samples)
+    tr, _va, te = protocol_split(samples, a.rsna_dir)
+    mean = float(np.mean([s.boneage_months for s in tr]))
+    err = np.abs(np.array([s.boneage_months for s in te]) - mean)
+    from benchmarks.age_protocol import bootstrap_ci
+
+    print(f"{'constant: training-split mean age':<32} {'-':>6} {'-':>7} {'-':>10} {err.mean():>11.2f} "
+          f"{'[%.2f, %.2f]' % bootstrap_ci(err):>16} {err.mean() / 12:>10.3f}")
     print("\nseed 003 Table 2 (their RSNA split, 224 px, 80 epochs on a GPU), MAE in years:")
     for k, v in PAPER_TABLE2_MAE_YEARS.items():
         print(f"  {k:<32} {v:.3f}")
