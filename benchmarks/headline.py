@@ -139,8 +139,12 @@ def main(argv=None) -> int:
     models = a.model or [PACKAGED]
     rows, lat_rows, e2e_rows = [], [], []
     inputs = y = pngs = None
+    labels: list[str] = []
     for keras_path in models:
-        label = keras_path.stem
+        # a run folder's best.keras / last.keras is named after its folder; every label is unique (files and rows)
+        label = keras_path.parent.name if keras_path.stem in ("best", "last", "model") else keras_path.stem
+        label = label if label not in labels else f"{label}_{len(labels)}"
+        labels.append(label)
         files = {}
         f32 = keras_path.with_suffix(".tflite")
         i8 = keras_path.with_name(keras_path.stem + "_int8.tflite")
