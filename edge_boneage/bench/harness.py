@@ -584,35 +584,23 @@ def run_benchmark(cfg: BenchConfig, log=print) -> dict:
                 rows.append(new_row(label, "-", "tflite_runtime", "-", device, "skipped",
                                     "tflite-runtime is not installed (it fails with numpy 2; see STACK.md)"))
             fallback_macs = f32_macs or ((info.get("keras_macs") or {}).get("macs"))
-            if "onnxruntime" in runtimes:
+            for ort_rt, have, missing in (("onnxruntime", have_ort, "onnxruntime is not installed"),
+                                          ("openvino", have_ov, "openvino is not installed (pip install "
+                                                                "'edge-boneage[openvino]')")):
+                if ort_rt not in runtimes:  # both read the one exported ONNX file
+                    continue
                 ox = m.get("onnx")
-                if not have_ort:
-                    rows.append(new_row(label, "f32", "onnxruntime", "-", device, "skipped",
-                                        "onnxruntime is not installed"))
+                if not have:
+                    rows.append(new_row(label, "f32", ort_rt, "-", device, "skipped", missing))
                 elif ox is None:
                     pass
                 elif ox["status"] != "ok" or not ox.get("file"):
-                    rows.append(new_row(label, "f32", "onnxruntime", "-", device, ox["status"], ox.get("error")))
+                    rows.append(new_row(label, "f32", ort_rt, "-", device, ox["status"], ox.get("error")))
                 else:
                     for t in cfg.threads:
-                        log(f"run {label} onnx onnxruntime t{t} ...")
-                        row = new_row(label, "f32", "onnxruntime", int(t), device, "ok", None, ox["file"])
-                        rows.append(fill_row(row, run_worker("onnxruntime", ox["file"], ev, int(t), cfg, work),
-                                             fallback_macs))
-            if "openvino" in runtimes:
-                ox = m.get("onnx")
-                if not have_ov:
-                    rows.append(new_row(label, "f32", "openvino", "-", device, "skipped",
-                                        "openvino is not installed (pip install 'edge-boneage[openvino]')"))
-                elif ox is None:
-                    pass
-                elif ox["status"] != "ok" or not ox.get("file"):
-                    rows.append(new_row(label, "f32", "openvino", "-", device, ox["status"], ox.get("error")))
-                else:
-                    for t in cfg.threads:
-                        log(f"run {label} onnx openvino t{t} ...")
-                        row = new_row(label, "f32", "openvino", int(t), device, "ok", None, ox["file"])
-                        rows.append(fill_row(row, run_worker("openvino", ox["file"], ev, int(t), cfg, work),
+                        log(f"run {label} onnx {ort_rt} t{t} ...")
+                        row = new_row(label, "f32", ort_rt, int(t), device, "ok", None, ox["file"])
+                        rows.append(fill_row(row, run_worker(ort_rt, ox["file"], ev, int(t), cfg, work),
                                              fallback_macs))
             if "keras" in runtimes and info.get("keras_path"):
                 for t in cfg.threads:
