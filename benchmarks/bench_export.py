@@ -130,7 +130,7 @@ VARIANTS = [  # (label, quantization, io, extra export kwargs)
 
 
 def bench_model(name, model, keras_path, out_dir, *, calib_n, check_n, runs):
-    from convert import export as E
+    from edge_boneage.convert import export as E
 
     rows, files = [], {}
     for label, quant, io, kw in VARIANTS:
@@ -163,8 +163,8 @@ def bench_model(name, model, keras_path, out_dir, *, calib_n, check_n, runs):
 
 def op_profile(name, model, keras_path, out_dir, files, *, calib_n, check_n, runs):
     """float vs int8: op types, Q/DQ, XNNPACK partitions, latency with/without XNNPACK; int8 with HARD_SWISH kept."""
-    from convert import export as E
-    from convert.quantize import _op_table
+    from edge_boneage.convert import export as E
+    from edge_boneage.convert.quantize import _op_table
 
     check = E.make_data(model, "synth", 1, seed=E.CHECK_SEED)
     feed = {k: v[:1] for k, v in check.inputs.items()}
@@ -172,7 +172,7 @@ def op_profile(name, model, keras_path, out_dir, files, *, calib_n, check_n, run
     cand = dict(files)
     if "int8 (int8 I/O)" in files:
         # the same int8 export with the converter's fused HARD_SWISH kept (before the fix)
-        from convert import quantize as Q
+        from edge_boneage.convert import quantize as Q
 
         out = out_dir / f"{name}_int8_hardswish.tflite"
         orig = Q.convert_model
@@ -212,8 +212,8 @@ def op_profile(name, model, keras_path, out_dir, files, *, calib_n, check_n, run
 def full_size_latency(small_model, size, out_dir, *, calib_n, check_n, runs):
     """The trained RIL weights at another input size (all weights are size-independent: convolutions + GAP):
     float32 vs int8 (with and without the hard-swish rewrite) latency, partitions, parity, at e.g. 224 px."""
-    from convert import export as E
-    from convert import quantize as Q
+    from edge_boneage.convert import export as E
+    from edge_boneage.convert import quantize as Q
     from keras_models.registry import build_model
 
     big = build_model("ril_mobilenetv3_large", input_size=size, region_dim=128, dropout=0.0)
@@ -253,7 +253,7 @@ def full_size_latency(small_model, size, out_dir, *, calib_n, check_n, runs):
 
 
 def refusal_demo(model, keras_path, out_dir, calib_n, check_n):
-    from convert import export as E
+    from edge_boneage.convert import export as E
     from edge_boneage import EdgeBoneageError
 
     out = out_dir / "ril_int8_all_quantised.tflite"
@@ -303,7 +303,7 @@ def main(argv=None):
         if a.only and name != a.only:
             continue
         if name == "ril" and a.from_keras:
-            from convert.export import load_keras_model
+            from edge_boneage.convert.export import load_keras_model
 
             model, tr = load_keras_model(a.from_keras), {"from": a.from_keras}
             a.ril_size = int(model.inputs[0].shape[1])

@@ -149,13 +149,13 @@ def main(argv=None) -> int:
         f32 = keras_path.with_suffix(".tflite")
         i8 = keras_path.with_name(keras_path.stem + "_int8.tflite")
         if not f32.is_file():
-            from convert.export import export
+            from edge_boneage.convert.export import export
 
             f32 = export(keras_path, work / f"{label}.tflite", log=lambda *_: None).path
         files[("float32", "litert")] = f32
         if i8.is_file():
             files[("int8", "litert")] = i8
-        from convert.onnx import export_keras_onnx
+        from edge_boneage.convert.onnx import export_keras_onnx
 
         onnx = work / f"{label}.onnx"
         try:

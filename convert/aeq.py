@@ -77,7 +77,7 @@ def quantize(float_tflite: bytes, recipe: str, calibration: list[dict], *, islan
     from ai_edge_quantizer import calibrator, quantizer
     from ai_edge_quantizer.utils import qsv_utils
 
-    from convert.scopes import scope_pattern as _scope_pattern
+    from edge_boneage.convert.scopes import scope_pattern as _scope_pattern
 
     islands = dict(island_layers or {})
     if RECIPES[recipe][3]:

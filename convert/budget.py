@@ -32,7 +32,7 @@ HELDOUT_SEED = 424242  # synthetic held-out images (calibration: convert.export.
 
 def candidates() -> list[tuple[str, str]]:
     """[(label, quantization:recipe)] in search order."""
-    from convert import aeq
+    from edge_boneage.convert import aeq
 
     rows = [("tf_int8", "int8:tf_int8")]
     if aeq.available():
@@ -42,7 +42,7 @@ def candidates() -> list[tuple[str, str]]:
 
 def heldout_data(model, rsna_dir=None, n: int | None = None):
     """(inputs, labels months, description): the protocol validation split (RSNA) or synthetic held-out images."""
-    from convert.export import _age_inputs, _image_shape, age_data
+    from edge_boneage.convert.export import _age_inputs, _image_shape, age_data
     from edge_boneage.preprocess import spec_of_keras_model
 
     if rsna_dir is None:
@@ -71,7 +71,7 @@ def _time(files: dict[str, Path], threads: int, repeats: int, block: int, eval_n
            "eval": str(eval_npz)}
     jp, op = eval_npz.with_name("interleave.job.json"), eval_npz.with_name("interleave.out.json")
     jp.write_text(json.dumps(job))
-    from convert.litert import REPO_ROOT
+    from edge_boneage.convert.litert import REPO_ROOT
 
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run([sys.executable, "-m", "edge_boneage.bench.interleave", str(jp), str(op)],
@@ -86,8 +86,8 @@ def search(keras_path, out=None, *, max_mae_increase: float = 0.3, rsna_dir=None
            block: int = 10, recipes=None, log=print) -> dict:
     """Run the search; writes the chosen file to `out` (default MODEL_int8.tflite) and returns the report.
     `recipes`: candidate labels to try (default: every one of candidates())."""
-    from convert.export import default_out, export, load_keras_model, model_task
-    from convert.litert import validate_in_subprocess
+    from edge_boneage.convert.export import default_out, export, load_keras_model, model_task
+    from edge_boneage.convert.litert import validate_in_subprocess
     from edge_boneage.fileutil import atomic_path, write_json_atomic
     from edge_boneage.tflite_meta import add_metadata, read_metadata
 

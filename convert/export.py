@@ -436,7 +436,7 @@ def build_metadata(model, keras_path: Path, task: str, info: dict, parity: dict,
 
 
 def _island_reasons() -> dict:
-    from convert.quantize import _FEEDS_EXPECTATION, FLOAT_ISLAND_TYPES
+    from edge_boneage.convert.quantize import _FEEDS_EXPECTATION, FLOAT_ISLAND_TYPES
 
     return {**FLOAT_ISLAND_TYPES, "Dense": _FEEDS_EXPECTATION}
 
@@ -471,8 +471,8 @@ def export(keras_path, out=None, *, quantization: str = "float32", io: str = "in
     Raises EdgeBoneageError when the model fails the gate (and force is False); nothing is written then.
     `model`: an already loaded Keras model (skips loading; keras_path still names the source).
     """
-    from convert.litert import validate_in_subprocess
-    from convert.quantize import convert_model, non_builtin_ops_bytes
+    from edge_boneage.convert.litert import validate_in_subprocess
+    from edge_boneage.convert.quantize import convert_model, non_builtin_ops_bytes
     from edge_boneage.fileutil import atomic_path
     from edge_boneage.tflite_meta import add_metadata
 

@@ -155,7 +155,7 @@ def onnx_to_litert(onnx_path, out=None, *, quantization: str = "float32", calib:
     Returns {"path", "parity": {...}, "status"}; raises EdgeBoneageError (nothing written) on failure unless force.
     """
     require("onnx", "onnxruntime", "onnx2tf", "tf_keras", "onnx_graphsurgeon", "sng4onnx", "psutil")
-    from convert.litert import validate_in_subprocess
+    from edge_boneage.convert.litert import validate_in_subprocess
     from edge_boneage.fileutil import atomic_path
     from edge_boneage.tflite_meta import add_metadata
 
@@ -294,7 +294,7 @@ def export_keras_onnx(keras_path, out, *, check_n: int = 8, force: bool = False,
     """model.export(out, format="onnx") (TensorFlow backend, tf2onnx), checked against Keras with ONNX Runtime.
     Grouped convolutions are exported split per group (split_grouped_convs); the check is against the original."""
     require("onnx", "onnxruntime", "tf2onnx")
-    from convert.export import keras_outputs, load_keras_model, make_data
+    from edge_boneage.convert.export import keras_outputs, load_keras_model, make_data
     from edge_boneage.fileutil import atomic_path
 
     keras_path, out = Path(keras_path), Path(out)

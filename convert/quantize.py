@@ -85,7 +85,7 @@ def float_island_layers(model) -> dict[str, str]:
     return keep
 
 
-from convert.scopes import scope_pattern as _scope_pattern  # noqa: E402  (shared with convert.aeq)
+from edge_boneage.convert.scopes import scope_pattern as _scope_pattern  # noqa: E402  (shared with convert.aeq)
 
 
 def _op_table(model_bytes: bytes) -> list[dict]:
@@ -242,7 +242,7 @@ TF_INT8_RECIPE = "tf_int8"
 
 
 def int8_recipes() -> list[str]:
-    from convert.aeq import RECIPES
+    from edge_boneage.convert.aeq import RECIPES
 
     return [TF_INT8_RECIPE, *RECIPES]
 
@@ -284,7 +284,7 @@ def convert_model(model, quantization: str = "float32", *, representative=None, 
     info = {"quantization": quantization, "io": "float32" if quantization != "int8" else io,
             "float_layers": [], "float_layer_types": {}, "denylisted_nodes": 0, "method": None}
     if quantization == "int8" and recipe != TF_INT8_RECIPE:
-        from convert import aeq
+        from edge_boneage.convert import aeq
 
         if recipe not in aeq.RECIPES:
             raise EdgeBoneageError(f"{where}: unknown int8 recipe {recipe!r}; choose from {', '.join(int8_recipes())}")
@@ -420,7 +420,7 @@ def restore_float32_weights(fp16_model: bytes, float32_model: bytes, layer_names
 
 def non_builtin_ops_bytes(model_bytes: bytes) -> list[str]:
     """Non-builtin op types of a .tflite given as bytes (see convert.litert.non_builtin_ops)."""
-    from convert.litert import non_builtin_ops
+    from edge_boneage.convert.litert import non_builtin_ops
 
     with tempfile.TemporaryDirectory() as tmp:
         p = Path(tmp) / "m.tflite"

@@ -22,7 +22,7 @@ QUICK = dict(size=96, synth_n=480, epochs=4, batch=16, lr=1e-3,
 
 def run_demo(out: str | Path, *, size: int = QUICK["size"], synth_n: int = QUICK["synth_n"],
              epochs: int = QUICK["epochs"], seed: int = 0, log=print) -> dict:
-    from convert.export import export
+    from edge_boneage.convert.export import export
     from edge_boneage import train as T
     from edge_boneage.predict import predict_file
     from edge_boneage.synth import write_dataset

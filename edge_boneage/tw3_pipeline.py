@@ -503,7 +503,7 @@ class StageModel:
 
 def export_stage_tflite(keras_path, out_path, margin: float = DEFAULT_MARGIN) -> Path:
     """.keras stage model -> float32 builtin-only .tflite with the crop recipe stored as metadata."""
-    from convert.litert import export_litert
+    from edge_boneage.convert.litert import export_litert
     from edge_boneage.fileutil import write_bytes_atomic
     from edge_boneage.tflite_meta import add_metadata
     from edge_boneage.modelfile import load_model

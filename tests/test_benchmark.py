@@ -142,7 +142,7 @@ def _tiny_conv_dense():
 
 
 def test_macs_keras_and_tflite_match_hand_count(tmp_path):
-    from convert.litert import export_litert
+    from edge_boneage.convert.litert import export_litert
     from edge_boneage.bench.macs import keras_macs
     from edge_boneage.device_runner import count_macs
 
@@ -266,19 +266,18 @@ def test_cli_config_errors(tmp_path):
     assert main(["benchmark"]) == 1
 
 
-def test_find_trained_weights(tmp_path):
-    from edge_boneage.bench.harness import find_trained_weights
+def test_weights_are_named_files_never_guessed(tmp_path, monkeypatch):
+    from edge_boneage.bench.harness import config_from_dict
 
-    pre, runs = tmp_path / "pretrained", tmp_path / "runs"
-    (runs / "a").mkdir(parents=True), pre.mkdir()
-    assert find_trained_weights("mobilenetv3_large", [pre, runs]) is None
-    (runs / "a" / "run.json").write_text(json.dumps({"config": {"model": "ril_mobilenetv3_large"}}))
-    (runs / "a" / "best.keras").write_bytes(b"x")
-    assert find_trained_weights("mobilenetv3_large", [pre, runs]) is None  # a run of another model
-    assert find_trained_weights("ril_mobilenetv3_large", [pre, runs]) == str(runs / "a" / "best.keras")
-    time.sleep(0.01)
-    (pre / "ril_mobilenetv3_large_rsna.keras").write_bytes(b"x")  # newer: wins
-    assert find_trained_weights("ril_mobilenetv3_large", [pre, runs]) == str(pre / "ril_mobilenetv3_large_rsna.keras")
+    with pytest.raises(EdgeBoneageError, match="weights 'auto'.*no longer read"):
+        config_from_dict({"models": [{"model": "mobilenetv3_large", "weights": "auto"}]}, "cfg.json")
+    with pytest.raises(EdgeBoneageError, match="missing.keras: no such file"):
+        config_from_dict({"models": [{"model": "mobilenetv3_large", "weights": str(tmp_path / "missing.keras")}]},
+                         "cfg.json")
+    (tmp_path / "w.keras").write_bytes(b"x")
+    monkeypatch.chdir(tmp_path)  # a relative path is the caller's: the children get it absolute
+    cfg = config_from_dict({"models": [{"model": "mobilenetv3_large", "weights": "w.keras"}]}, "cfg.json")
+    assert cfg.models[0].weights == str(tmp_path / "w.keras")
 
 
 def test_shipped_configs_parse():
@@ -310,7 +309,7 @@ def _tiny_age_tflite(path: Path, extra_input: bool = False) -> Path:
     """A tiny model under the age I/O contract; extra_input adds an input no evaluation set has."""
     import keras
 
-    from convert.litert import export_litert
+    from edge_boneage.convert.litert import export_litert
 
     keras.utils.set_random_seed(1)
     image = keras.Input((32, 32, 1), dtype="uint8", name="image")

@@ -185,7 +185,7 @@ def test_contract_survives_save_load(age_model, tmp_path):
 
 
 def test_litert_float_matches_keras(age_model, tmp_path):
-    from convert.litert import export_litert, non_builtin_ops
+    from edge_boneage.convert.litert import export_litert, non_builtin_ops
     from edge_boneage.runtime import LiteRTModel
 
     name, m = age_model

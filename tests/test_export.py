@@ -18,8 +18,8 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import keras  # noqa: E402
 
-from convert import export as E  # noqa: E402
-from convert.quantize import convert_model, float_island_layers, island_nodes  # noqa: E402
+from edge_boneage.convert import export as E  # noqa: E402
+from edge_boneage.convert.quantize import convert_model, float_island_layers, island_nodes  # noqa: E402
 from edge_boneage import EdgeBoneageError  # noqa: E402
 from edge_boneage.synth import generate  # noqa: E402
 from edge_boneage.tflite_meta import read_metadata  # noqa: E402
@@ -71,7 +71,7 @@ def probe():
 
 
 def _run(tmp_path, data, inputs, name="m.tflite"):
-    from convert.litert import validate_in_subprocess
+    from edge_boneage.convert.litert import validate_in_subprocess
 
     p = tmp_path / name
     p.write_bytes(data)
@@ -238,7 +238,7 @@ def test_int8_hard_swish_runs_in_one_xnnpack_partition(tmp_path):
     """The converter's int8 HARD_SWISH is not taken by XNNPACK (it splits the graph); the exporter rewrites it."""
     from ai_edge_litert.interpreter import Interpreter
 
-    from convert.quantize import decompose_hard_swish
+    from edge_boneage.convert.quantize import decompose_hard_swish
 
     keras.utils.set_random_seed(2)
     inp = keras.Input((24, 24, 1), dtype="uint8", name="image")
@@ -269,7 +269,7 @@ def test_int8_hard_swish_runs_in_one_xnnpack_partition(tmp_path):
 
 def test_gate_refuses_a_model_that_crashes_the_interpreter(age_keras, tmp_path, monkeypatch):
     """A child-process crash (e.g. SIGABRT in invoke) is a parity failure: reason reported, nothing written."""
-    import convert.litert as L
+    import edge_boneage.convert.litert as L
 
     def crash(path, inputs, **kw):
         raise EdgeBoneageError(f"{path}: LiteRT interpreter crashed with SIGABRT: Aborted")
@@ -285,14 +285,14 @@ def test_gate_refuses_a_model_that_crashes_the_interpreter(age_keras, tmp_path, 
 # ---------------------------------------------------------------------------------------------------------------
 # ai-edge-quantizer recipes and the accuracy-budgeted search (convert.aeq, convert.budget)
 
-aeq_missing = pytest.mark.skipif(not __import__("convert.aeq", fromlist=["available"]).available(),
+aeq_missing = pytest.mark.skipif(not __import__("edge_boneage.convert.aeq", fromlist=["available"]).available(),
                                  reason="ai-edge-quantizer is not installed (pip install 'edge-boneage[quant]')")
 
 
 @aeq_missing
 def test_aeq_recipe_keeps_islands_float_and_survives_metadata(age_keras, tmp_path):
     """The quantiser writes buffers after the flatbuffer (offsets); the metadata step must keep them loadable."""
-    from convert.quantize import _scope_pattern, _op_table
+    from edge_boneage.convert.quantize import _scope_pattern, _op_table
     from edge_boneage.runtime import LiteRTModel
 
     out = tmp_path / "aeq.tflite"
@@ -333,7 +333,7 @@ def test_unknown_recipe_is_one_line_error(age_keras, tmp_path, capsys):
 
 @aeq_missing
 def test_budgeted_search_writes_a_faster_file_within_budget_or_nothing(age_keras, tmp_path):
-    from convert.budget import format_table, search
+    from edge_boneage.convert.budget import format_table, search
 
     out = tmp_path / "best.tflite"
     try:
@@ -356,7 +356,7 @@ def test_budgeted_search_writes_a_faster_file_within_budget_or_nothing(age_keras
 
 
 def test_budgeted_search_refuses_a_negative_budget(age_keras, tmp_path):
-    from convert.budget import search
+    from edge_boneage.convert.budget import search
 
     with pytest.raises(EdgeBoneageError, match="must be >= 0"):
         search(age_keras, tmp_path / "x.tflite", max_mae_increase=-1)

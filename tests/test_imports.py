@@ -6,7 +6,7 @@ Layers, lowest first (a module may import its own layer and the layers below it)
   keras_models            layers and networks (keras.ops only)
   edge_boneage (core)     io, preprocess, hand crop, orientation, datasets, synth, TW3 tables, runtime, predict,
                           training, calibration, quality gate, model files
-  convert                 LiteRT / ONNX export, quantisation recipes, the budgeted search
+  convert                 edge_boneage.convert (the convert/ folder): LiteRT / ONNX export, quantisation recipes, the budgeted search
   edge_boneage (app)      cli, commands, bench (the benchmark harness), demo, tw3_pipeline
   benchmarks              scripts that measure and write BENCHMARKS.md
 """
@@ -17,7 +17,10 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("keras_models", "edge_boneage", "convert", "benchmarks")
+#: source folder -> the module prefix it installs as (convert/ installs as edge_boneage.convert; benchmarks/ is not
+#: installed: its scripts run from a checkout)
+PACKAGES = {"keras_models": "keras_models", "edge_boneage": "edge_boneage", "convert": "edge_boneage.convert",
+            "benchmarks": "benchmarks"}
 APP = ("edge_boneage.cli", "edge_boneage.commands", "edge_boneage.bench", "edge_boneage.demo",
        "edge_boneage.tw3_pipeline")
 LAYERS = ("keras_models", "edge_boneage", "convert", "app", "benchmarks")
@@ -25,9 +28,9 @@ LAYERS = ("keras_models", "edge_boneage", "convert", "app", "benchmarks")
 
 def modules(root: Path = ROOT) -> dict[str, Path]:
     out = {}
-    for pkg in PACKAGES:
+    for pkg, prefix in PACKAGES.items():
         for p in (root / pkg).rglob("*.py"):
-            name = ".".join(p.relative_to(root).with_suffix("").parts)
+            name = ".".join((prefix, *p.relative_to(root / pkg).with_suffix("").parts))
             out[name[:-9] if name.endswith(".__init__") else name] = p
     return out
 
@@ -58,6 +61,8 @@ def import_graph(root: Path = ROOT) -> dict[str, set[str]]:
 def layer(module: str) -> str:
     if module.startswith(APP):
         return "app"
+    if module == "edge_boneage.convert" or module.startswith("edge_boneage.convert."):
+        return "convert"
     return module.split(".")[0]
 
 
@@ -113,7 +118,7 @@ def test_inference_never_imports_the_training_module():
             continue
         seen.add(m)
         todo += graph.get(m, ())
-    assert "edge_boneage.train" not in seen and not any(s.startswith("convert") for s in seen), sorted(seen)
+    assert "edge_boneage.train" not in seen and not any(layer(s) == "convert" for s in seen), sorted(seen)
 
 
 def test_the_checker_sees_a_planted_lazy_cycle_and_an_upward_import(tmp_path):
@@ -121,9 +126,32 @@ def test_the_checker_sees_a_planted_lazy_cycle_and_an_upward_import(tmp_path):
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
     (pkg / "a.py").write_text("def f():\n    from edge_boneage.b import g  # lazy, inside a function\n")
-    (pkg / "b.py").write_text("import edge_boneage.a\n\ndef g():\n    import convert.x\n")
+    (pkg / "b.py").write_text("import edge_boneage.a\n\ndef g():\n    import edge_boneage.convert.x\n")
     (tmp_path / "convert").mkdir()
     (tmp_path / "convert" / "x.py").write_text("")
     graph = import_graph(tmp_path)
     assert find_cycles(graph) == [["edge_boneage.a", "edge_boneage.b"]]
-    assert "convert.x" in graph["edge_boneage.b"] and LAYERS.index(layer("convert.x")) > LAYERS.index("edge_boneage")
+    assert "edge_boneage.convert.x" in graph["edge_boneage.b"]
+    assert LAYERS.index(layer("edge_boneage.convert.x")) > LAYERS.index("edge_boneage")
+
+
+def _top_level_imports(path: Path) -> set[str]:
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.add(node.module.split(".")[0])
+    return out
+
+
+def test_nothing_imports_the_folders_by_their_repository_names():
+    """convert/ is only reachable as edge_boneage.convert (a bare `import convert` works only from a checkout's root
+    and would load the code twice); installed code never imports the uninstalled benchmarks/ scripts."""
+    srcs = [p for d in ("edge_boneage", "keras_models", "convert", "benchmarks", "tests", "android_demo", "scripts")
+            for p in (ROOT / d).rglob("*.py")]
+    bare = sorted(str(p.relative_to(ROOT)) for p in srcs if "convert" in _top_level_imports(p))
+    assert not bare, bare
+    installed = [p for d in ("edge_boneage", "keras_models", "convert") for p in (ROOT / d).rglob("*.py")]
+    up = sorted(str(p.relative_to(ROOT)) for p in installed if "benchmarks" in _top_level_imports(p))
+    assert not up, up

@@ -14,7 +14,7 @@ import pytest
 keras = pytest.importorskip("keras")
 skfeature = pytest.importorskip("skimage.feature")
 
-from convert.litert import export_litert, non_builtin_ops  # noqa: E402
+from edge_boneage.convert.litert import export_litert, non_builtin_ops  # noqa: E402
 from edge_boneage.runtime import LiteRTModel  # noqa: E402
 from keras_models.layers import (  # noqa: E402
     BONE_AGE_CLASS_CENTRES_MONTHS,

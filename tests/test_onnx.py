@@ -13,7 +13,7 @@ import pytest
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-from convert.onnx import INSTALL_HINT, missing_modules  # noqa: E402
+from edge_boneage.convert.onnx import INSTALL_HINT, missing_modules  # noqa: E402
 
 _MISSING = missing_modules("onnx", "onnxruntime", "onnx2tf", "tf_keras", "onnx_graphsurgeon", "sng4onnx", "psutil",
                            "onnxsim")
@@ -38,7 +38,7 @@ def _torch_onnx(path):
 
 
 def test_pytorch_cnn_to_litert(tmp_path):
-    from convert.onnx import onnx_inputs, onnx_to_litert, run_onnx, sample_inputs
+    from edge_boneage.convert.onnx import onnx_inputs, onnx_to_litert, run_onnx, sample_inputs
     from edge_boneage.runtime import LiteRTModel
     from edge_boneage.tflite_meta import read_metadata
 
@@ -67,7 +67,7 @@ def test_keras_mobilenet_onnx_roundtrip(tmp_path):
     pytest.importorskip("tf2onnx", reason="tf2onnx not installed (pip install --no-deps tf2onnx==1.17.0)")
     import keras
 
-    from convert.onnx import export_keras_onnx, onnx_inputs, onnx_to_litert
+    from edge_boneage.convert.onnx import export_keras_onnx, onnx_inputs, onnx_to_litert
     from keras_models.registry import build_model
 
     keras.utils.set_random_seed(0)
@@ -101,7 +101,7 @@ def test_grouped_convolutions_export_to_onnx_split_per_group(tmp_path):
     pytest.importorskip("tf2onnx", reason="tf2onnx not installed (pip install --no-deps tf2onnx==1.17.0)")
     import keras
 
-    from convert.onnx import export_keras_onnx, run_onnx
+    from edge_boneage.convert.onnx import export_keras_onnx, run_onnx
 
     inp = keras.Input((16, 16, 4), name="image")
     x = keras.layers.Conv2D(8, 3, padding="same", groups=2, name="gconv")(inp)
@@ -119,7 +119,7 @@ def test_grouped_convolutions_export_to_onnx_split_per_group(tmp_path):
 
 def test_csp_resnext_stage_model_exports_to_onnx(tmp_path):
     pytest.importorskip("tf2onnx", reason="tf2onnx not installed (pip install --no-deps tf2onnx==1.17.0)")
-    from convert.onnx import export_keras_onnx
+    from edge_boneage.convert.onnx import export_keras_onnx
     from keras_models.registry import build_model
 
     src = tmp_path / "csp.keras"

@@ -17,8 +17,8 @@ REPO = Path(__file__).resolve().parents[1]
 keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
-from convert import litert  # noqa: E402
-from convert.litert import export_litert, list_ops, non_builtin_ops, op_counts, validate_in_subprocess  # noqa: E402
+from edge_boneage.convert import litert  # noqa: E402
+from edge_boneage.convert.litert import export_litert, list_ops, non_builtin_ops, op_counts, validate_in_subprocess  # noqa: E402
 from keras_models.layers import LocalBinaryPattern, SoftmaxExpectation  # noqa: E402
 
 
@@ -245,7 +245,7 @@ def test_validate_in_subprocess_survives_a_crash(exported, monkeypatch):
 def test_xnnpack_int8_ratio_rule_and_detection(tmp_path):
     """convert.litert flags int8 ADDs whose input/output scale ratio XNNPACK refuses (a tiny-range tensor + 3, the
     hard-swish case with random weights) and passes the same graph with ordinary ranges."""
-    from convert.litert import xnnpack_int8_ratio_ok, xnnpack_int8_rejects
+    from edge_boneage.convert.litert import xnnpack_int8_ratio_ok, xnnpack_int8_rejects
 
     assert xnnpack_int8_ratio_ok("ADD", [2.0 ** -10, 1.0], 1.0) and not xnnpack_int8_ratio_ok("ADD", [2.0 ** -11, 1.0], 1.0)
     assert not xnnpack_int8_ratio_ok("ADD", [256.0, 1.0], 1.0)

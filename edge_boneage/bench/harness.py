@@ -41,7 +41,6 @@ from edge_boneage import EdgeBoneageError, __version__
 VARIANTS = ("f32", "fp16", "dynamic", "int8")
 RUNTIMES = ("litert", "onnxruntime", "openvino", "keras", "tflite_runtime")
 DATA_SOURCES = ("synth", "rsna", "csv")
-REPO_ROOT = Path(__file__).resolve().parents[2]
 WORK_MARK = ".edge_boneage_bench_work"  # in each run folder under OUT/work that a benchmark run made
 WORK_TOOL = "edge-boneage benchmark"
 
@@ -51,7 +50,7 @@ class ModelSpec:
     model: str  # registry name, or a .keras / .tflite / .onnx path
     name: str | None = None  # label in the table (default: registry name or file stem)
     kwargs: dict = field(default_factory=dict)  # builder kwargs (registry models)
-    weights: str | None = None  # .keras or .weights.h5 with trained weights (registry models); "auto" = look
+    weights: str | None = None  # .keras or .weights.h5 with trained weights (registry models); none: random weights
 
     @property
     def label(self) -> str:
@@ -107,8 +106,12 @@ def config_from_dict(d: dict, where: str = "config") -> BenchConfig:
         if bad:
             raise EdgeBoneageError(f"{where}: models[{i}] has unknown keys {bad}")
         m = dict(m)
-        if _is_file_spec(str(m["model"])):  # "~/runs/NAME/best.keras" works as a user would expect
-            m["model"] = os.path.expanduser(str(m["model"]))
+        # "~/runs/NAME/best.keras" works as a user would expect; relative paths are the caller's (children run
+        # in the work folder, so every path they get is absolute)
+        if _is_file_spec(str(m["model"])):
+            m["model"] = os.path.abspath(os.path.expanduser(str(m["model"])))
+        if m.get("weights") and m["weights"] != "auto":  # "auto" is refused by validate with its reason
+            m["weights"] = os.path.abspath(os.path.expanduser(str(m["weights"])))
         models.append(ModelSpec(**m))
     if not models:
         raise EdgeBoneageError(f"{where}: no models to benchmark")
@@ -151,7 +154,7 @@ def validate(cfg: BenchConfig, where: str = "config") -> None:
         raise EdgeBoneageError(f"{where}: unknown runtimes {bad}; choose from {', '.join(RUNTIMES)}")
     if not cfg.threads or any(int(t) < 1 for t in cfg.threads):
         raise EdgeBoneageError(f"{where}: threads must be integers >= 1, got {cfg.threads}")
-    from convert.quantize import int8_recipes
+    from edge_boneage.convert.quantize import int8_recipes
 
     if cfg.int8_recipe not in int8_recipes():
         raise EdgeBoneageError(f"{where}: int8_recipe {cfg.int8_recipe!r}; choose from {', '.join(int8_recipes())}")
@@ -166,30 +169,11 @@ def validate(cfg: BenchConfig, where: str = "config") -> None:
     for m in cfg.models:  # registry names are checked by the exporter child (the parent never imports Keras)
         if _is_file_spec(m.model) and not Path(m.model).is_file():
             raise EdgeBoneageError(f"{where}: {m.model}: no such model file")
-
-
-def find_trained_weights(registry_name: str, roots=None) -> str | None:
-    """A trained .keras for a registry model: edge_boneage/pretrained/<name>*.keras, else the newest
-    runs/**/best.keras (or last.keras) whose run.json names this model; None when there is none."""
-    roots = roots or [REPO_ROOT / "edge_boneage" / "pretrained", REPO_ROOT / "runs"]
-    found = []
-    for root in map(Path, roots):
-        if not root.is_dir():
-            continue
-        found += sorted(root.glob(f"{registry_name}*.keras"))
-        for rj in root.glob("**/run.json"):
-            try:
-                d = json.loads(rj.read_text())
-            except (OSError, json.JSONDecodeError):
-                continue
-            if (d.get("config") or {}).get("model") != registry_name:
-                continue
-            for name in ("best.keras", "last.keras", "model.keras"):
-                cand = list(rj.parent.glob(f"**/{name}"))
-                if cand:
-                    found.append(max(cand, key=lambda p: p.stat().st_mtime))
-                    break
-    return str(max(found, key=lambda p: p.stat().st_mtime)) if found else None
+        if m.weights == "auto":
+            raise EdgeBoneageError(f"{where}: model {m.label}: weights 'auto' (newest file under runs/) is no longer "
+                                   f"read; name the .keras / .weights.h5 file, or leave weights out for random weights")
+        if m.weights and not Path(m.weights).is_file():
+            raise EdgeBoneageError(f"{where}: model {m.label}: weights {m.weights}: no such file")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -244,7 +228,6 @@ def fill_row(row: dict, res: dict, macs: int | None) -> dict:
 
 def _child_env() -> dict:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     return env
 
@@ -332,10 +315,7 @@ def export_model(spec: ModelSpec, cfg: BenchConfig, work: Path, want_onnx: bool,
     """Run the exporter child(ren) for one Keras model; returns {"info", "variants": {v: result}, "onnx": result}."""
     stem = re.sub(r"[^A-Za-z0-9_.-]", "_", spec.label)
     weights = spec.weights
-    auto = weights == "auto"
-    if auto and not _is_file_spec(spec.model):
-        weights = find_trained_weights(spec.model)
-    job = {"source": spec.model, "kwargs": spec.kwargs, "weights": weights, "weights_auto": auto,
+    job = {"source": spec.model, "kwargs": spec.kwargs, "weights": weights,
            "workdir": str(work), "stem": stem,
            "variants": list(cfg.variants), "onnx": want_onnx, "int8_recipe": cfg.int8_recipe,
            "calib": "rsna" if cfg.data.get("source") == "rsna"
@@ -348,7 +328,7 @@ def export_model(spec: ModelSpec, cfg: BenchConfig, work: Path, want_onnx: bool,
         try:
             proc = subprocess.run([sys.executable, "-m", "edge_boneage.bench.worker", "export", str(job_path)],
                                   capture_output=True, text=True, timeout=cfg.export_timeout, env=_child_env(),
-                                  cwd=str(REPO_ROOT))
+                                  cwd=str(work))
             rc, err = proc.returncode, proc.stderr
         except subprocess.TimeoutExpired:
             rc, err = None, f"timed out after {cfg.export_timeout:g} s"
@@ -726,7 +706,7 @@ def _delegate_notes(rows: list[dict]) -> list[str]:
 def _xnnpack_int8_notes(rows: list[dict]) -> list[str]:
     """One line per int8 .tflite with int8 ADD/MUL ops XNNPACK refuses (convert.litert.xnnpack_int8_rejects): why
     such a file can be slower than float32 on a CPU."""
-    from convert.litert import xnnpack_int8_rejects
+    from edge_boneage.convert.litert import xnnpack_int8_rejects
 
     out, seen = [], set()
     for r in rows:

@@ -43,7 +43,7 @@ def _write_json(path: Path, obj) -> None:
 
 
 def _build_or_load(job: dict):
-    from convert.export import ensure_tensorflow_backend
+    from edge_boneage.convert.export import ensure_tensorflow_backend
 
     ensure_tensorflow_backend()
     import keras
@@ -59,22 +59,13 @@ def _build_or_load(job: dict):
     keras.utils.set_random_seed(int(job.get("seed", 0)))
     model = build_model(src, **(job.get("kwargs") or {}))
     weights = job.get("weights")
-    note = "random weights (no trained weights given or found)"
+    note = "random weights (no trained weights given)"
     if weights:
-        try:
-            if str(weights).endswith(".keras"):
-                model.set_weights(load_model(weights).get_weights())
-            else:
-                model.load_weights(weights)
-            note = f"trained weights from {weights}"
-        except Exception as exc:  # noqa: BLE001
-            if not job.get("weights_auto"):
-                raise
-            # weights found by "auto" that belong to another configuration (width, size...): never force them in
-            keras.utils.set_random_seed(int(job.get("seed", 0)))
-            model = build_model(src, **(job.get("kwargs") or {}))
-            note = (f"random weights: the trained weights found at {weights} do not fit this configuration "
-                    f"({_one_line(exc)[:160]})")
+        if str(weights).endswith(".keras"):
+            model.set_weights(load_model(weights).get_weights())
+        else:
+            model.load_weights(weights)
+        note = f"trained weights from {weights}"
     job["weights_note"] = note
     path = Path(job["workdir"]) / f"{job['stem']}.keras"
     from edge_boneage.train import save_model_atomic
@@ -96,7 +87,7 @@ def _call_once(model) -> None:
 def _export_variant(model, keras_path: Path, variant: str, out: Path, job: dict) -> dict:
     """{"status": "ok"|"validation failed"|"export failed", "error", "parity", "seconds", "method"} through the one
     gated exporter (convert.export; force=True: a file that fails the gate is written and its row says so)."""
-    from convert import export as X
+    from edge_boneage.convert import export as X
     from edge_boneage import EdgeBoneageError
 
     t0 = time.time()
@@ -112,7 +103,7 @@ def _export_variant(model, keras_path: Path, variant: str, out: Path, job: dict)
     status = "ok" if res.passed else "validation failed"
     err = None if res.passed else f"parity gate: {parity.get('reason')}"
     return {"status": status, "error": err, "parity": parity, "seconds": time.time() - t0,
-            "method": (res.info or {}).get("method"), "exporter": "convert.export.export"}
+            "method": (res.info or {}).get("method"), "exporter": "edge_boneage.convert.export.export"}
 
 
 def _export_onnx(model, out: Path) -> dict:
@@ -123,7 +114,7 @@ def _export_onnx(model, out: Path) -> dict:
         return {"status": "skipped", "error": "tf2onnx not installed (Keras' ONNX export needs it)", "seconds": 0.0}
     from edge_boneage.fileutil import atomic_path
 
-    from convert.onnx import split_grouped_convs
+    from edge_boneage.convert.onnx import split_grouped_convs
 
     try:
         _call_once(model)
@@ -138,7 +129,7 @@ def _export_onnx(model, out: Path) -> dict:
 
 
 def _model_info(model, task) -> dict:
-    from convert.export import input_specs, model_task
+    from edge_boneage.convert.export import input_specs, model_task
 
     from edge_boneage.bench.macs import keras_macs
 

@@ -31,7 +31,7 @@ def register(subparsers) -> None:
     p.add_argument("--config", help="benchmark config (.json, or .yaml with PyYAML): see benchmarks/configs/bench_*.json")
     p.add_argument("--model", action="append", help="registry name or .keras/.tflite/.onnx file (repeatable)")
     p.add_argument("--kwargs", help="builder kwargs (JSON) for the registry models given with --model")
-    p.add_argument("--weights", help="trained weights (.keras / .weights.h5) for --model registry models, or 'auto'")
+    p.add_argument("--weights", help="trained weights (.keras / .weights.h5) for --model registry models (default: random weights)")
     p.add_argument("--variants", help="comma list of f32,fp16,dynamic,int8 (default: all)")
     p.add_argument("--threads", help="comma list of thread counts (default 1)")
     p.add_argument("--runtimes", help="comma list of litert,onnxruntime,keras,tflite_runtime "

@@ -37,7 +37,7 @@ def handler(args) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import numpy as np
 
-    from convert.onnx import onnx_to_litert
+    from edge_boneage.convert.onnx import onnx_to_litert
     from edge_boneage import EdgeBoneageError
 
     calib = {}

@@ -60,7 +60,7 @@ def handler(args) -> int:
         raise EdgeBoneageError("--calib-n and --check-n must be >= 1")
     src = Path(args.model)
     if args.onnx:
-        from convert.onnx import export_keras_onnx
+        from edge_boneage.convert.onnx import export_keras_onnx
 
         out = Path(args.out) if args.out else src.with_suffix(".onnx")
         res = export_keras_onnx(src, out, check_n=args.check_n, force=args.force)
@@ -70,7 +70,7 @@ def handler(args) -> int:
     if args.max_mae_increase is not None:
         if args.quant != "int8":
             raise EdgeBoneageError("--max-mae-increase goes with --int8 (it searches the int8 recipes)")
-        from convert.budget import format_table, search
+        from edge_boneage.convert.budget import format_table, search
 
         rep = search(src, args.out, max_mae_increase=args.max_mae_increase, rsna_dir=args.rsna_dir,
                      calib=args.calib, calib_n=args.calib_n, check_n=args.check_n, heldout_n=args.heldout_n,
@@ -78,8 +78,8 @@ def handler(args) -> int:
         print(format_table(rep))
         print(f"{rep['out']}: {rep['chosen']} written (search table: {rep['out']}.search.json)")
         return 0
-    from convert.export import export, format_parity
-    from convert.quantize import int8_recipes
+    from edge_boneage.convert.export import export, format_parity
+    from edge_boneage.convert.quantize import int8_recipes
 
     if args.recipe not in int8_recipes():
         raise EdgeBoneageError(f"--recipe {args.recipe}: unknown; choose from {', '.join(int8_recipes())}")
