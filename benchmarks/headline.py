@@ -80,32 +80,14 @@ def predict(kind: str, path: Path, inputs: dict, batch: int = 64) -> np.ndarray:
 
 def write_dicoms(pngs: list[str], folder: Path) -> list[str]:
     """DICOM copies (uncompressed, MONOCHROME2, PatientSex absent) of the PNGs: the DICOM decode path end to end."""
-    import pydicom
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
+    from benchmarks.bad_inputs import dicom_dataset, write_dicom
     from edge_boneage.io import read_image
 
     folder.mkdir(parents=True, exist_ok=True)
-    out = []
-    for p in pngs:
-        img, _ = read_image(p)
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = pydicom.Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-        ds.Modality = "CR"
-        ds.Rows, ds.Columns = img.shape
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
-        ds.PixelData = np.ascontiguousarray(img, np.uint8).tobytes()
-        f = folder / (Path(p).stem + ".dcm")
-        ds.save_as(f, enforce_file_format=True)
-        out.append(str(f))
-    return out
+    return [str(write_dicom(folder / (Path(p).stem + ".dcm"),
+                            dicom_dataset(np.ascontiguousarray(read_image(p)[0], np.uint8), Modality="CR",
+                                          PatientID=None)))
+            for p in pngs]
 
 
 def child(job: dict, work: Path, name: str) -> dict:

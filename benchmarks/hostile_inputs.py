@@ -37,24 +37,9 @@ def write_png(path: Path, img: np.ndarray) -> Path:
 
 
 def write_dicom(path: Path, img: np.ndarray, **tags) -> Path:
-    import pydicom
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+    from benchmarks.bad_inputs import dicom_dataset, write_dicom as _write
 
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = SecondaryCaptureImageStorage, generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = pydicom.Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.Rows, ds.Columns = "CR", *img.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
-    for k, v in tags.items():
-        setattr(ds, k, v)
-    ds.PixelData = np.ascontiguousarray(img, np.uint8).tobytes()
-    ds.save_as(path, enforce_file_format=True)
-    return path
+    return _write(path, dicom_dataset(np.ascontiguousarray(img, np.uint8), Modality="CR", PatientID=None, **tags))
 
 
 def listing(d: Path) -> list[str]:
