@@ -33,4 +33,5 @@ def test_the_wheel_installs_only_edge_boneage_and_keras_models(tmp_path):
     assert top == {"edge_boneage", "keras_models"}, top
     assert "edge_boneage/convert/budget.py" in names and "edge_boneage/convert/litert.py" in names
     assert "edge_boneage/bench/harness.py" in names and "edge_boneage/data/tw3_rus.json" in names
+    assert "edge_boneage/tw3_pipeline/__init__.py" in names  # a subpackage must be listed in pyproject.toml
     assert not any(n.startswith(("convert/", "benchmarks/")) for n in names)
