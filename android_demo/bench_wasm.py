@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     import cv2
     import numpy as np
 
-    import cdp
+    import browser
 
     subprocess.run(["bash", str(HERE / "fetch_litertjs.sh")], check=True)
     with tempfile.TemporaryDirectory(prefix="bench_wasm_") as tmp:
@@ -70,7 +70,8 @@ def main(argv=None) -> int:
         x = PreprocessSpec.from_dict(meta["preprocess"]).apply(img)[None, :, :, None] if meta else None
         sex = np.ones((1, 1), np.float32)
         py_ms = python_latency(model, x, sex, args.runs)
-        with cdp.serve({"/": cdp.WEB_DIR, "/m/": model.parent, "/i/": tmp}) as base, cdp.Chromium() as ch:
+        mounts = {"/": browser.WEB_DIR, "/m/": model.parent, "/i/": tmp}
+        with browser.serve(mounts) as base, browser.Chromium() as ch:
             ch.navigate(base + "/index.html")
             ch.wait_title()
             ch.evaluate(f"edgeBoneage.loadModelUrl('/m/{model.name}')", timeout=120)

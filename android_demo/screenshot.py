@@ -31,7 +31,7 @@ def main(argv=None) -> int:
     ap.add_argument("--model", type=Path)
     ap.add_argument("--out", type=Path, default=HERE.parent / "docs" / "android_demo_screenshot.png")
     args = ap.parse_args(argv)
-    import cdp
+    import browser
 
     subprocess.run(["bash", str(HERE / "fetch_litertjs.sh")], check=True)
     with tempfile.TemporaryDirectory(prefix="screenshot_") as tmp:
@@ -40,8 +40,8 @@ def main(argv=None) -> int:
             from edge_boneage.pretrained import default_model_path
 
             model = Path(shutil.copy(default_model_path(), Path(tmp) / "boneage_age.tflite"))
-        mounts = {"/": cdp.WEB_DIR, "/m/": model.parent.resolve(), "/i/": args.image.parent.resolve()}
-        with cdp.serve(mounts) as base, cdp.Chromium(width=1000, height=900) as ch:
+        mounts = {"/": browser.WEB_DIR, "/m/": model.parent.resolve(), "/i/": args.image.parent.resolve()}
+        with browser.serve(mounts) as base, browser.Chromium(width=1000, height=900) as ch:
             ch.navigate(f"{base}/index.html?model=/m/{model.name}&image=/i/{args.image.name}&sex={args.sex}")
             ch.wait_title(accept=("DONE",), timeout=120)
             args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,8 @@
 """The phone demo (android_demo/): browser page in headless Chromium vs Python, Java core on the JVM, the APK.
 
-Needs Chromium (scripts/install_chromium.sh), the npm registry once (android_demo/fetch_litertjs.sh) and the
-Android toolchain (scripts/install_android_toolchain.sh); each test skips with the reason when its tool is missing.
+Needs Chromium and chromedriver (scripts/install_chromium.sh) with selenium (the dev extra), the npm registry once
+(android_demo/fetch_litertjs.sh) and the Android toolchain (scripts/install_android_toolchain.sh); each test skips
+with the reason when its tool is missing.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "android_demo"
 sys.path.insert(0, str(DEMO))
 
-import cdp  # noqa: E402  (android_demo/cdp.py)
+import browser  # noqa: E402  (android_demo/browser.py)
 
 ANDROID_JAR = Path("/usr/lib/android-sdk/platforms/android-23/android.jar")
 AGE_TOL = 0.01  # months, float model, LiteRT.js (WASM) vs ai-edge-litert
@@ -31,7 +32,14 @@ AGE_TOL = 0.01  # months, float model, LiteRT.js (WASM) vs ai-edge-litert
 def _need(*tools):
     missing = [t for t in tools if not shutil.which(t)]
     if missing:
-        pytest.skip(f"{', '.join(missing)} not installed (bash scripts/install_android_toolchain.sh / install_chromium.sh)")
+        pytest.skip(f"{', '.join(missing)} not installed (bash scripts/install_android_toolchain.sh)")
+
+
+def _need_browser():
+    """Skip when headless Chromium cannot be driven here: chromium, chromedriver or selenium missing."""
+    reason = browser.missing()
+    if reason:
+        pytest.skip(reason)
 
 
 @pytest.fixture(scope="module")
@@ -106,12 +114,12 @@ def images(tmp_path_factory, request):
 
 @pytest.fixture(scope="module")
 def page(litertjs, models, images):
-    _need("chromium")
-    mounts = {"/": cdp.WEB_DIR, "/models/": next(iter(models.values())).parent,
+    _need_browser()
+    mounts = {"/": browser.WEB_DIR, "/models/": next(iter(models.values())).parent,
               "/img/": images["portrait"].parent}
     if "rsna" in images:
         mounts["/rsna/"] = images["rsna"].parent
-    with cdp.serve(mounts) as base, cdp.Chromium() as ch:
+    with browser.serve(mounts) as base, browser.Chromium() as ch:
         ch.navigate(base + "/index.html")
         ch.wait_title()
         yield ch
@@ -167,7 +175,7 @@ def test_page_reads_metadata_like_python(page, models):
     assert set(info["inputs"]) == {"image", "sex"} and {"age", "probs"} <= set(info["outputs"])
     # the page parses the flatbuffer itself: a model without our entry has none, junk is refused
     assert page.evaluate("edgeBoneage.B.readMetadata(new Uint8Array([0,0,0,0,84,70,76,51,0,0,0,0]))") is None
-    with pytest.raises(cdp.PageError, match="TFL3"):
+    with pytest.raises(browser.PageError, match="TFL3"):
         page.evaluate("edgeBoneage.B.readMetadata(new TextEncoder().encode('not a model'))")
 
 
@@ -227,7 +235,7 @@ def test_page_shows_result_and_refuses_missing_sex(page, images):
     label = page.evaluate(f"edgeBoneage.showUrl('{_url(images, 'portrait')}', 1)", timeout=60)
     assert re.fullmatch(r"\d+ y \d+ m", label)
     assert page.evaluate("document.getElementById('resultcard').hidden") is False
-    with pytest.raises(cdp.PageError, match="sex"):
+    with pytest.raises(browser.PageError, match="sex"):
         page.evaluate(f"edgeBoneage.predictUrl('{_url(images, 'portrait')}', null)")
 
 
@@ -427,10 +435,10 @@ document.title = "READY";
 @pytest.fixture(scope="module")
 def core_page(tmp_path_factory):
     """boneage.js alone in headless Chromium (no LiteRT.js, no model): a harness page that fetches raw fixtures."""
-    _need("chromium")
+    _need_browser()
     d = tmp_path_factory.mktemp("core_page")
     (d / "core.html").write_text(CORE_HTML)
-    with cdp.serve({"/": cdp.WEB_DIR, "/t/": d}) as base, cdp.Chromium() as ch:
+    with browser.serve({"/": browser.WEB_DIR, "/t/": d}) as base, browser.Chromium() as ch:
         ch.navigate(base + "/t/core.html")
         ch.wait_title()
         yield ch, d
@@ -525,7 +533,7 @@ def test_page_reads_frame_and_crop_from_model_metadata(page, models):
 
     info = _load(page, "tiny64_hand")
     assert (info["spec"]["frame"], info["spec"]["crop"], info["spec"]["crop_rule"]) == ("squeeze", "hand", HAND_RULE)
-    with pytest.raises(cdp.PageError, match="hand-crop rule \"otsu-v9\""):
+    with pytest.raises(browser.PageError, match="hand-crop rule \"otsu-v9\""):
         _load(page, "tiny64_badrule")
     _load(page, "tiny64")
 
