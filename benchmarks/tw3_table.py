@@ -57,23 +57,25 @@ def main(argv=None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import keras
 
-    from edge_boneage import tw3_pipeline as tp
     from edge_boneage.fileutil import write_json_atomic, write_text_atomic
+    from edge_boneage.tw3_pipeline.constants import DEFAULT_AGE_RANGE, DEFAULT_MARGIN
+    from edge_boneage.tw3_pipeline.reports import evaluate, report_markdown
+    from edge_boneage.tw3_pipeline.training import StageTrainConfig, train_stage_model
 
     started = datetime.datetime.now(datetime.timezone.utc)
     out = Path(args.out)
     header = [f"command: {' '.join([Path(sys.executable).name, '-m', 'benchmarks.tw3_table', *(argv or sys.argv[1:])])}",
               f"date: {started.isoformat(timespec='seconds')}", f"machine: {_machine()}",
               f"keras {keras.__version__} ({keras.backend.backend()}), OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}",
-              f"data: synthetic, {args.image_size} px, ages {tp.DEFAULT_AGE_RANGE[0]:g}-{tp.DEFAULT_AGE_RANGE[1]:g} y, "
+              f"data: synthetic, {args.image_size} px, ages {DEFAULT_AGE_RANGE[0]:g}-{DEFAULT_AGE_RANGE[1]:g} y, "
               f"seed {args.seed}; train {args.n_train} / val {args.n_val} / test {args.n_test} hands; crops {args.crop} px, "
-              f"margin {tp.DEFAULT_MARGIN}", f"model knobs (both): input_size={args.crop}, {KNOBS}; Adam lr {args.lr}, "
+              f"margin {DEFAULT_MARGIN}", f"model knobs (both): input_size={args.crop}, {KNOBS}; Adam lr {args.lr}, "
               f"batch {args.batch}, <= {args.budget_min:g} min training each"]
     print("\n".join(header), flush=True)
 
-    base = tp.StageTrainConfig(crop=args.crop, image_size=args.image_size, n_train=args.n_train, n_val=args.n_val,
-                               n_test=args.n_test, seed=args.seed, epochs=args.epochs, batch=args.batch, lr=args.lr,
-                               time_budget_s=60.0 * args.budget_min, model_args=dict(KNOBS), verbose=0)
+    base = StageTrainConfig(crop=args.crop, image_size=args.image_size, n_train=args.n_train, n_val=args.n_val,
+                            n_test=args.n_test, seed=args.seed, epochs=args.epochs, batch=args.batch, lr=args.lr,
+                            time_budget_s=60.0 * args.budget_min, model_args=dict(KNOBS), verbose=0)
     t0 = time.time()
     data = {k: base.data(k) for k in ("train", "val", "test")}
     data_s = time.time() - t0
@@ -81,17 +83,17 @@ def main(argv=None) -> int:
 
     results = {}
     for arch in args.archs:
-        cfg = tp.StageTrainConfig.from_json({**base.to_json(), "arch": arch, "out": str(out / arch)})
-        s = tp.train_stage_model(cfg, data["train"], data["val"])
-        rep = tp.evaluate(s["best_checkpoint"], data["val"], data["test"], out / arch / "eval",
-                          meta={"arch": arch, "knobs": KNOBS})
+        cfg = StageTrainConfig.from_json({**base.to_json(), "arch": arch, "out": str(out / arch)})
+        s = train_stage_model(cfg, data["train"], data["val"])
+        rep = evaluate(s["best_checkpoint"], data["val"], data["test"], out / arch / "eval",
+                       meta={"arch": arch, "knobs": KNOBS})
         params = json.loads((out / arch / "run.json").read_text())["model_params"]
         results[arch] = {"params": params, "float32_mib": params * 4 / 2**20, "epochs": s["epochs_done"],
                          "best_epoch": s["best_epoch"], "fit_seconds": s["fit_seconds"],
                          "stopped_by_time_budget": s["stopped_by_time_budget"], "report": rep}
         print(f"\n## {arch}: {params:,} parameters ({params * 4 / 2**20:.2f} MiB float32), {s['epochs_done']} epochs "
               f"in {s['fit_seconds'] / 60:.1f} min (best epoch {s['best_epoch']})\n", flush=True)
-        print(tp.report_markdown(rep), flush=True)
+        print(report_markdown(rep), flush=True)
 
     lines = ["| network | params | epochs | TopN P (m/f) | classic MAE m/f | Top2 MAE m/f | TopN MAE m/f | "
              "TopN +-1 y m/f | stage acc (exact / +-1) |", "|---|---|---|---|---|---|---|---|---|"]

@@ -13,7 +13,14 @@ import numpy as np
 import pytest
 
 from edge_boneage import EdgeBoneageError, tw3
-from edge_boneage import tw3_pipeline as tp
+from edge_boneage.tw3_pipeline.boxes import boxes_for_image, check_boxes_in_image, read_boxes
+from edge_boneage.tw3_pipeline.constants import DEFAULT_AGE_RANGE
+from edge_boneage.tw3_pipeline.crops import crop_region, crop_window, region_crops
+from edge_boneage.tw3_pipeline.data import StageData, synth_stage_data
+from edge_boneage.tw3_pipeline.model import StageModel
+from edge_boneage.tw3_pipeline.reports import evaluate
+from edge_boneage.tw3_pipeline.scoring import bone_scores, score_probs, stage_accuracy, threshold_sweep
+from edge_boneage.tw3_pipeline.training import StageTrainConfig, train_stage_model
 
 BONES = tw3.BONES
 PAPER_PROBS = [0.0001, 0.0075, 0.0624, 0.4152, 0.4223, 0.0466, 0.0397, 0.0062]  # Table 2 (radius, true grade 4)
@@ -39,29 +46,29 @@ def _write_voc(path, boxes, w=200, h=160, names=None):
 
 def test_voc_parses_and_validates(tmp_path):
     bx = _boxes()
-    got = tp.read_boxes(_write_voc(tmp_path / "a.xml", bx))
+    got = read_boxes(_write_voc(tmp_path / "a.xml", bx))
     assert list(got) == ["hand.png"]
     e = got["hand.png"]
     assert (e.width, e.height) == (200, 160)
     np.testing.assert_array_equal(e.array(), np.array([bx[b] for b in BONES], np.float32))
     # names are case-insensitive
-    assert tp.read_boxes(_write_voc(tmp_path / "c.xml", bx, names={"radius": "Radius"}))["hand.png"].boxes["radius"] == bx["radius"]
+    assert read_boxes(_write_voc(tmp_path / "c.xml", bx, names={"radius": "Radius"}))["hand.png"].boxes["radius"] == bx["radius"]
 
     with pytest.raises(EdgeBoneageError, match=r"b\.xml: object 3: unknown bone 'metacarpal1'") as ei:
-        tp.read_boxes(_write_voc(tmp_path / "b.xml", bx, names={"mc1": "metacarpal1"}))
+        read_boxes(_write_voc(tmp_path / "b.xml", bx, names={"mc1": "metacarpal1"}))
     assert "\n" not in str(ei.value)
     far = dict(bx, dp5=(180.0, 100.0, 230.0, 150.0))  # x1 = 230 > width 200
     with pytest.raises(EdgeBoneageError, match=r"object 13 \(dp5\): box 180,100,230,150 lies outside the 200x160"):
-        tp.read_boxes(_write_voc(tmp_path / "d.xml", far))
+        read_boxes(_write_voc(tmp_path / "d.xml", far))
     missing = {b: v for b, v in bx.items() if b not in ("ulna", "pp5")}
     with pytest.raises(EdgeBoneageError, match=r"e\.xml: image 'hand\.png' misses boxes for 2 RUS bone\(s\): ulna, pp5"):
-        tp.read_boxes(_write_voc(tmp_path / "e.xml", missing))
+        read_boxes(_write_voc(tmp_path / "e.xml", missing))
     flat = dict(bx, mp3=(50.0, 50.0, 50.0, 60.0))
     with pytest.raises(EdgeBoneageError, match=r"object 9 \(mp3\): empty box"):
-        tp.read_boxes(_write_voc(tmp_path / "f.xml", flat))
+        read_boxes(_write_voc(tmp_path / "f.xml", flat))
     (tmp_path / "g.xml").write_text("<annotation><object>")
     with pytest.raises(EdgeBoneageError, match=r"g\.xml: not a readable Pascal VOC XML"):
-        tp.read_boxes(tmp_path / "g.xml")
+        read_boxes(tmp_path / "g.xml")
 
 
 def _coco(bx, cat_names=None):
@@ -76,29 +83,29 @@ def test_coco_parses_and_validates(tmp_path):
     bx = _boxes()
     p = tmp_path / "c.json"
     p.write_text(json.dumps(_coco(bx)))
-    got = tp.read_boxes(p)
-    e = tp.boxes_for_image(got, "/somewhere/h1.png")  # matched by file name
+    got = read_boxes(p)
+    e = boxes_for_image(got, "/somewhere/h1.png")  # matched by file name
     for b in BONES:
         assert e.boxes[b] == pytest.approx(bx[b])
     doc = _coco(bx, cat_names={"dp3": "distal3"})
     p.write_text(json.dumps(doc))
     with pytest.raises(EdgeBoneageError, match=r"c\.json: annotations\[11\] \(id 111\): unknown bone 'distal3'"):
-        tp.read_boxes(p)
+        read_boxes(p)
     doc = _coco(bx)
     doc["annotations"][2]["image_id"] = 7
     p.write_text(json.dumps(doc))
     with pytest.raises(EdgeBoneageError, match=r"annotations\[2\] \(id 102\): image_id 7 is not in 'images'"):
-        tp.read_boxes(p)
+        read_boxes(p)
     doc = _coco(bx)
     doc["annotations"][0]["bbox"] = [-20, 10, 30, 30]
     p.write_text(json.dumps(doc))
     with pytest.raises(EdgeBoneageError, match=r"annotations\[0\] \(id 100\) \(radius\): box -20,10,10,40 lies outside"):
-        tp.read_boxes(p)
+        read_boxes(p)
     doc = _coco(bx)
     doc["annotations"] = doc["annotations"][1:]
     p.write_text(json.dumps(doc))
     with pytest.raises(EdgeBoneageError, match=r"image 'dir/h1\.png' misses boxes for 1 RUS bone\(s\): radius"):
-        tp.read_boxes(p)
+        read_boxes(p)
 
 
 def _write_csv(path, rows, header=("image", "bone", "x0", "y0", "x1", "y1")):
@@ -113,50 +120,50 @@ def test_csv_parses_synth_format_and_reports_bad_rows(tmp_path):
     bx = _boxes()
     rows = [(img, b, *bx[b]) for img in ("3", "4") for b in BONES]
     # the `edge-boneage synth` boxes.csv header (id instead of image)
-    got = tp.read_boxes(_write_csv(tmp_path / "boxes.csv", rows, ("id", "bone", "x0", "y0", "x1", "y1")))
+    got = read_boxes(_write_csv(tmp_path / "boxes.csv", rows, ("id", "bone", "x0", "y0", "x1", "y1")))
     assert sorted(got) == ["3", "4"]
-    assert tp.boxes_for_image(got, "data/images/4.png") is got["4"]  # synth id = file stem
+    assert boxes_for_image(got, "data/images/4.png") is got["4"]  # synth id = file stem
     with pytest.raises(EdgeBoneageError, match=r"boxes\.csv: no boxes for image '5\.png'"):
-        tp.boxes_for_image(got, "images/5.png")
+        boxes_for_image(got, "images/5.png")
 
     bad = list(rows)
     bad[4] = ("3", "thumb", *bx["mc5"])
     with pytest.raises(EdgeBoneageError, match=r"b\.csv: data row 5 \(line 6\): unknown bone 'thumb'"):
-        tp.read_boxes(_write_csv(tmp_path / "b.csv", bad))
+        read_boxes(_write_csv(tmp_path / "b.csv", bad))
     bad = list(rows)
     bad[15] = ("4", "mc1", 10, "abc", 20, 30)
     with pytest.raises(EdgeBoneageError, match=r"data row 16 \(line 17\): y0 'abc' is not a number"):
-        tp.read_boxes(_write_csv(tmp_path / "c.csv", bad))
+        read_boxes(_write_csv(tmp_path / "c.csv", bad))
     bad = list(rows) + [("4", "dp5", 1, 1, 9, 9)]
     with pytest.raises(EdgeBoneageError, match=r"data row 27 \(line 28\): duplicate box for dp5 of image '4' "
                                                r"\(first at data row 26 \(line 27\)\)"):
-        tp.read_boxes(_write_csv(tmp_path / "d.csv", bad))
+        read_boxes(_write_csv(tmp_path / "d.csv", bad))
     bad = [r for r in rows if not (r[0] == "3" and r[1] == "mp5")]
     with pytest.raises(EdgeBoneageError, match=r"e\.csv: image '3' misses boxes for 1 RUS bone\(s\): mp5"):
-        tp.read_boxes(_write_csv(tmp_path / "e.csv", bad))
+        read_boxes(_write_csv(tmp_path / "e.csv", bad))
     bad = list(rows)
     bad[0] = ("3", "radius", 10, 10, 5, 20)
     with pytest.raises(EdgeBoneageError, match=r"data row 1 \(line 2\): empty box"):
-        tp.read_boxes(_write_csv(tmp_path / "f.csv", bad))
+        read_boxes(_write_csv(tmp_path / "f.csv", bad))
     with pytest.raises(EdgeBoneageError, match=r"g\.csv: header a,b has no 'image' column"):
-        tp.read_boxes(_write_csv(tmp_path / "g.csv", [], ("a", "b")))
+        read_boxes(_write_csv(tmp_path / "g.csv", [], ("a", "b")))
     # a CSV has no image size: the outside-the-image check happens against the image
     far = [(img, b, *((150, 100, 260, 150) if b == "pp3" else bx[b])) for img in ("3",) for b in BONES]
-    e = tp.read_boxes(_write_csv(tmp_path / "h.csv", far))["3"]
+    e = read_boxes(_write_csv(tmp_path / "h.csv", far))["3"]
     with pytest.raises(EdgeBoneageError, match=r"h\.csv: data row 7 \(line 8\): box 150,100,260,150 lies outside the 200x160"):
-        tp.check_boxes_in_image(e, 200, 160)
-    tp.check_boxes_in_image(e, 261, 160)  # within the 1-px tolerance
+        check_boxes_in_image(e, 200, 160)
+    check_boxes_in_image(e, 261, 160)  # within the 1-px tolerance
 
 
 def test_simple_json_boxes(tmp_path):
     bx = _boxes()
     p = tmp_path / "one.json"
     p.write_text(json.dumps({"image": "x.png", "width": 200, "height": 160, "boxes": {b: list(v) for b, v in bx.items()}}))
-    e = tp.boxes_for_image(tp.read_boxes(p), "x.png")
+    e = boxes_for_image(read_boxes(p), "x.png")
     assert e.boxes["dp5"] == bx["dp5"]
     p.write_text(json.dumps({b: list(v) for b, v in bx.items() if b != "mc3"}))
     with pytest.raises(EdgeBoneageError, match=r"one\.json: image '' misses boxes for 1 RUS bone\(s\): mc3"):
-        tp.read_boxes(p)
+        read_boxes(p)
 
 
 # ------------------------------------------------------------------------------------------------ crops
@@ -167,34 +174,34 @@ def test_crop_geometry():
     img = rng.integers(1, 255, (120, 160), dtype=np.uint8)
     box = (40.0, 30.0, 60.0, 50.0)  # 20 x 20
     # margin 0, crop size = box size: exactly the box's pixels
-    np.testing.assert_array_equal(tp.crop_region(img, box, 20, margin=0.0, equalize=False), img[30:50, 40:60])
+    np.testing.assert_array_equal(crop_region(img, box, 20, margin=0.0, equalize=False), img[30:50, 40:60])
     # margin 0.25 -> side 30, centred: box region + 5 px each side
-    np.testing.assert_array_equal(tp.crop_region(img, box, 30, margin=0.25, equalize=False), img[25:55, 35:65])
+    np.testing.assert_array_equal(crop_region(img, box, 30, margin=0.25, equalize=False), img[25:55, 35:65])
     # non-square box: square of the longer side, centred on the box
-    assert tp.crop_window((40, 30, 60, 70), 0.0) == (30, 30, 40)
-    np.testing.assert_array_equal(tp.crop_region(img, (40, 30, 60, 70), 40, 0.0, False), img[30:70, 30:70])
+    assert crop_window((40, 30, 60, 70), 0.0) == (30, 30, 40)
+    np.testing.assert_array_equal(crop_region(img, (40, 30, 60, 70), 40, 0.0, False), img[30:70, 30:70])
     # partly outside the image: zeros there
-    c = tp.crop_region(img, (150, -5, 170, 15), 20, 0.0, False)
+    c = crop_region(img, (150, -5, 170, 15), 20, 0.0, False)
     np.testing.assert_array_equal(c[5:, :10], img[0:15, 150:160])
     assert not c[:5].any() and not c[:, 10:].any()
     # resize with INTER_AREA, then cv2.equalizeHist
-    raw = tp.crop_region(img, box, 8, margin=0.1, equalize=False)
-    ox, oy, side = tp.crop_window(box, 0.1)
+    raw = crop_region(img, box, 8, margin=0.1, equalize=False)
+    ox, oy, side = crop_window(box, 0.1)
     assert (ox, oy, side) == (38, 28, 24)
     np.testing.assert_array_equal(raw, cv2.resize(img[28:52, 38:62], (8, 8), interpolation=cv2.INTER_AREA))
-    eq = tp.crop_region(img, box, 8, margin=0.1)
+    eq = crop_region(img, box, 8, margin=0.1)
     np.testing.assert_array_equal(eq, cv2.equalizeHist(raw))
     assert eq.dtype == np.uint8 and eq.min() == 0 and eq.max() == 255
-    crops = tp.region_crops(img, _boxes(), 16)
+    crops = region_crops(img, _boxes(), 16)
     assert crops.shape == (13, 16, 16) and crops.dtype == np.uint8
 
 
 def test_synth_crops_follow_generator_boxes():
     from edge_boneage.synth import generate_one
 
-    d = tp.synth_stage_data(2, image_size=128, crop=24, seed=3, start=5)
-    child, img, boxes = generate_one(3, 6, 128, tp.DEFAULT_AGE_RANGE)
-    np.testing.assert_array_equal(d.crops[13 + 4], tp.crop_region(img, boxes[4], 24))
+    d = synth_stage_data(2, image_size=128, crop=24, seed=3, start=5)
+    child, img, boxes = generate_one(3, 6, 128, DEFAULT_AGE_RANGE)
+    np.testing.assert_array_equal(d.crops[13 + 4], crop_region(img, boxes[4], 24))
     np.testing.assert_array_equal(d.grades[1], child["grades"])
     assert d.boneage_months[1] == child["boneage"] and d.male[1] == child["male"]
     np.testing.assert_array_equal(d.bone[:14], [*range(13), 0])
@@ -214,7 +221,7 @@ def test_scoring_path_paper_example_and_ulna_layout():
     grades = [5, 7, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5]  # ulna at its last grade 7 (H)
     p = _onehot_probs(grades)
     p[0] = PAPER_PROBS
-    s, total, age, clamped = tp.score_probs(p[None], np.array([True]), "topn", 0.61)
+    s, total, age, clamped = score_probs(p[None], np.array([True]), "topn", 0.61)
     assert round(float(s[0, 0]), 2) == 49.08  # Table 2 with Table 1 (male radius), the paper's worked example
     # ulna: the model's 8th (masked) entry must be dropped, not read as a leading stage A
     assert s[0, 1] == tw3.stage_score("ulna", 7, "male") == 181
@@ -222,10 +229,10 @@ def test_scoring_path_paper_example_and_ulna_layout():
     assert total[0] == pytest.approx(s[0, 0] + others)
     assert age[0] == pytest.approx(tw3.score_to_age(total[0], "male")) and not clamped[0]
     # classic takes the argmax grade 5 -> 59, Top2 uses grades 4 and 5 here -> also 49.08
-    assert tp.score_probs(p[None], True, "classic")[0][0, 0] == 59
-    assert round(float(tp.score_probs(p[None], True, "top2")[0][0, 0]), 2) == 49.08
+    assert score_probs(p[None], True, "classic")[0][0, 0] == 59
+    assert round(float(score_probs(p[None], True, "top2")[0][0, 0]), 2) == 49.08
     # sex selects the score table per image
-    s2 = tp.bone_scores(np.stack([p, p]), np.array([True, False]), "classic")
+    s2 = bone_scores(np.stack([p, p]), np.array([True, False]), "classic")
     assert s2[1, 0] == tw3.stage_score("radius", 5, "female") and s2[0, 0] == 59
 
 
@@ -237,12 +244,12 @@ def test_sweep_picks_the_validation_argmin_and_table_uses_test():
         probs[:, 1, 7] = 0.0  # ulna: masked 8th grade
         probs[:, 1] /= probs[:, 1].sum(-1, keepdims=True)
         male = np.arange(n) % 2 == 0
-        true = np.where(male, tp.score_probs(probs, True, "topn", p_male)[2],
-                        tp.score_probs(probs, False, "topn", p_female)[2])
+        true = np.where(male, score_probs(probs, True, "topn", p_male)[2],
+                        score_probs(probs, False, "topn", p_female)[2])
         return probs, true, male
 
     pv, tv, mv = make(24, 0.42, 0.77)
-    sw = tp.threshold_sweep(pv, tv, mv)
+    sw = threshold_sweep(pv, tv, mv)
     assert sw["best"]["male"]["threshold"] == 0.42 and sw["best"]["male"]["mae_years"] == pytest.approx(0, abs=1e-9)
     assert sw["best"]["female"]["threshold"] == 0.77
     # every point of the curve is the MAE computed independently through edge_boneage.tw3
@@ -254,7 +261,7 @@ def test_sweep_picks_the_validation_argmin_and_table_uses_test():
     # evaluate(): P comes from the validation split, the table from the test split (generated with other P)
     pt, tt, mt = make(10, 0.9, 0.2)
 
-    class Fake(tp.StageModel):
+    class Fake(StageModel):
         def __init__(self):
             self.path, self.format, self.size, self.meta = "fake", "fake", 8, {}
 
@@ -262,18 +269,18 @@ def test_sweep_picks_the_validation_argmin_and_table_uses_test():
             return pv if len(data) == 24 else pt
 
     def data(true, male):
-        return tp.StageData(np.zeros((len(true) * 13, 8, 8), np.uint8), true * 12.0, male, None, list(range(len(true))))
+        return StageData(np.zeros((len(true) * 13, 8, 8), np.uint8), true * 12.0, male, None, list(range(len(true))))
 
     import tempfile
 
     with tempfile.TemporaryDirectory() as out:
-        rep = tp.evaluate(Fake(), data(tv, mv), data(tt, mt), out)
+        rep = evaluate(Fake(), data(tv, mv), data(tt, mt), out)
         assert rep["thresholds_used"] == {"male": 0.42, "female": 0.77}
         assert (Path(out) / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert "TopN TW3-C RUS" in (Path(out) / "report.md").read_text()
         assert json.loads((Path(out) / "report.json").read_text())["thresholds_used"]["male"] == 0.42
     t4 = rep["table4"]
-    ref = tp.score_probs(pt[mt], True, "topn", 0.42)[2]
+    ref = score_probs(pt[mt], True, "topn", 0.42)[2]
     assert t4["topn"]["male"]["mae_years"] == pytest.approx(np.abs(ref - tt[mt]).mean())
     assert t4["topn"]["male"]["n"] == 5 and t4["classic"]["female"]["n"] == 5
 
@@ -281,7 +288,7 @@ def test_sweep_picks_the_validation_argmin_and_table_uses_test():
 def test_stage_accuracy_excludes_stage_a():
     grades = np.array([[0] + [3] * 12, [2] * 13])
     probs = np.stack([_onehot_probs([1] + [3] * 12), _onehot_probs([2] * 12 + [4])])
-    acc = tp.stage_accuracy(probs, grades)
+    acc = stage_accuracy(probs, grades)
     assert acc["radius"] == {"n": 1, "excluded_stage_a": 1, "acc": 1.0, "acc_pm1": 1.0}
     assert acc["dp5"]["acc"] == 0.5 and acc["dp5"]["acc_pm1"] == 0.5
     assert acc["all"]["n"] == 25 and acc["all"]["acc"] == pytest.approx(24 / 25)
@@ -295,9 +302,9 @@ TINY = {"depths": [1, 1, 1, 1], "width_mult": 0.25, "cardinality": 8, "base_widt
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("tw3run")
-    cfg = tp.StageTrainConfig(arch="csp_resnext50_tw3", model_args=TINY, crop=32, image_size=128, n_train=4, n_val=2,
-                              n_test=2, epochs=1, batch=16, out=str(out / "run"), verbose=0, jit_compile=False)
-    first = tp.train_stage_model(cfg)
+    cfg = StageTrainConfig(arch="csp_resnext50_tw3", model_args=TINY, crop=32, image_size=128, n_train=4, n_val=2,
+                           n_test=2, epochs=1, batch=16, out=str(out / "run"), verbose=0, jit_compile=False)
+    first = train_stage_model(cfg)
     return cfg, first
 
 
@@ -309,11 +316,11 @@ def test_train_checkpoints_and_resume(trained):
     acc = json.loads((out / "val_stage_accuracy.json").read_text())
     assert acc["all"]["n"] + acc["all"]["excluded_stage_a"] == 2 * 13
     with pytest.raises(EdgeBoneageError, match="already holds a tw3 training run"):
-        tp.train_stage_model(cfg)
+        train_stage_model(cfg)
     # a half-written row of an epoch that never committed is dropped on resume
     with open(out / "log.csv", "a") as f:
         f.write("1,0.5\n")
-    again = tp.train_stage_model(tp.StageTrainConfig(out=cfg.out, resume=True, epochs=2, verbose=0))
+    again = train_stage_model(StageTrainConfig(out=cfg.out, resume=True, epochs=2, verbose=0))
     assert again["initial_epoch"] == 1 and again["epochs_done"] == 2
     rows = list(csv.DictReader(open(out / "log.csv")))
     assert [r["epoch"] for r in rows] == ["0", "1"] and all(r["val_loss"] for r in rows)
@@ -354,9 +361,9 @@ def test_predict_cli_json_and_tflite_parity(trained, tmp_path, capsys):
         assert lite["bones"][b]["stage"] == pred["bones"][b]["stage"]
         np.testing.assert_allclose(lite["bones"][b]["probs"], pred["bones"][b]["probs"], atol=1e-4)
     # and on many crops at once
-    d = tp.synth_stage_data(3, 128, 32, seed=9)
-    pk = tp.StageModel(keras_path).predict_images(d)
-    pl = tp.StageModel(tfl).predict_images(d)
+    d = synth_stage_data(3, 128, 32, seed=9)
+    pk = StageModel(keras_path).predict_images(d)
+    pl = StageModel(tfl).predict_images(d)
     np.testing.assert_array_equal(pk.argmax(-1), pl.argmax(-1))
     np.testing.assert_allclose(pk, pl, atol=1e-4)
 
@@ -368,11 +375,29 @@ def test_predict_cli_json_and_tflite_parity(trained, tmp_path, capsys):
 
 
 def test_resnext50_variant_trains_one_step(tmp_path):
-    d = tp.synth_stage_data(2, 128, 32, seed=1)
-    cfg = tp.StageTrainConfig(arch="resnext50_tw3", model_args=TINY, crop=32, n_train=2, n_val=2, epochs=1, batch=26,
-                              out=str(tmp_path / "r"), verbose=0, jit_compile=False)
-    s = tp.train_stage_model(cfg, train_data=d, val_data=d)
+    d = synth_stage_data(2, 128, 32, seed=1)
+    cfg = StageTrainConfig(arch="resnext50_tw3", model_args=TINY, crop=32, n_train=2, n_val=2, epochs=1, batch=26,
+                           out=str(tmp_path / "r"), verbose=0, jit_compile=False)
+    s = train_stage_model(cfg, train_data=d, val_data=d)
     assert s["epochs_done"] == 1
-    m = tp.StageModel(s["best_checkpoint"])
+    m = StageModel(s["best_checkpoint"])
     p = m.predict_images(d)
     assert p.shape == (2, 13, 8) and np.allclose(p.sum(-1), 1, atol=1e-5) and np.all(p[:, 1, 7] == 0)
+
+
+def test_the_package_re_exports_each_modules_public_names():
+    """`from edge_boneage.tw3_pipeline import X` keeps working for every public name of the split modules, and
+    names the very object its owning module defines."""
+    import importlib
+
+    import edge_boneage.tw3_pipeline as pkg
+
+    owners = ("boxes", "constants", "crops", "data", "export", "model", "prediction", "reports", "scoring", "training")
+    for name in owners:
+        mod = importlib.import_module(f"edge_boneage.tw3_pipeline.{name}")
+        for public in mod.__all__:
+            if public == "parse_number":  # a helper the package's modules share, not part of its API
+                continue
+            assert getattr(pkg, public) is getattr(mod, public), f"{name}.{public}"
+            assert public in pkg.__all__, public
+    assert set(pkg.__all__) <= {n for n in dir(pkg) if not n.startswith("_")}

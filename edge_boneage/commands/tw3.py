@@ -1,6 +1,6 @@
 """`edge-boneage tw3 train|evaluate|sweep|predict|export`: the TW3 RUS stage-classifier pipeline (seed 000).
 
-See docs/TW3.md. Library: edge_boneage.tw3_pipeline (this module only parses arguments and prints).
+See docs/TW3.md. Library: the edge_boneage.tw3_pipeline package (this module only parses arguments and prints).
 """
 
 from __future__ import annotations
@@ -103,16 +103,17 @@ def register(subparsers) -> None:
 
 
 def handle_train(args) -> int:
-    from edge_boneage import tw3_pipeline as tp
+    from edge_boneage.tw3_pipeline.constants import DEFAULT_AGE_RANGE, DEFAULT_MARGIN
+    from edge_boneage.tw3_pipeline.training import StageTrainConfig, train_stage_model
 
-    cfg = tp.StageTrainConfig(
+    cfg = StageTrainConfig(
         arch=args.arch, model_args=dict(_model_arg(a) for a in args.model_arg), crop=args.crop,
-        margin=tp.DEFAULT_MARGIN if args.margin is None else args.margin, image_size=args.image_size,
+        margin=DEFAULT_MARGIN if args.margin is None else args.margin, image_size=args.image_size,
         n_train=args.n_train, n_val=args.n_val, n_test=args.n_test, seed=args.seed,
-        age_range=tuple(args.age_range or tp.DEFAULT_AGE_RANGE), epochs=args.epochs, batch=args.batch, lr=args.lr,
+        age_range=tuple(args.age_range or DEFAULT_AGE_RANGE), epochs=args.epochs, batch=args.batch, lr=args.lr,
         time_budget_s=None if args.time_budget is None else 60.0 * args.time_budget, out=args.out,
         resume=args.resume, verbose=args.verbose)
-    s = tp.train_stage_model(cfg)
+    s = train_stage_model(cfg)
     acc = s["val_stage_accuracy"]
     print(f"tw3 train: {s['epochs_done']} epochs ({s['fit_seconds']:.0f} s fit, {s['data_seconds']:.0f} s data)"
           + (" - stopped by the time budget" if s["stopped_by_time_budget"] else ""))
@@ -123,37 +124,42 @@ def handle_train(args) -> int:
 
 
 def _splits(args):
-    from edge_boneage import tw3_pipeline as tp
+    from edge_boneage.tw3_pipeline.constants import DEFAULT_AGE_RANGE
+    from edge_boneage.tw3_pipeline.data import folder_stage_data, synth_stage_data
+    from edge_boneage.tw3_pipeline.training import config_from_run
 
     if args.data:
-        test = tp.folder_stage_data(args.data, args._crop, args._margin)
-        val = tp.folder_stage_data(args.val_data, args._crop, args._margin) if args.val_data else None
+        test = folder_stage_data(args.data, args._crop, args._margin)
+        val = folder_stage_data(args.val_data, args._crop, args._margin) if args.val_data else None
         if val is None:
             raise EdgeBoneageError("--data needs --val-data (the threshold is chosen on validation, never on test)")
         return val, test, {"data": args.data, "val_data": args.val_data}
     if args.run:
-        cfg = tp.config_from_run(args.run)
+        cfg = config_from_run(args.run)
         if cfg.crop != args._crop:
             raise EdgeBoneageError(f"{args.run}: run crops are {cfg.crop} px but the model takes {args._crop} px")
         cfg.margin = args._margin if args.margin is not None else cfg.margin
         return cfg.data("val"), cfg.data("test"), {"run": args.run, "val": cfg.split("val"), "test": cfg.split("test"),
                                                    "seed": cfg.seed, "age_range": list(cfg.age_range)}
-    age = tuple(args.age_range or tp.DEFAULT_AGE_RANGE)
+    age = tuple(args.age_range or DEFAULT_AGE_RANGE)
     vs = args.val_start if args.val_start is not None else 100_000
     ts = args.test_start if args.test_start is not None else vs + args.n_val
     if ts < vs + args.n_val and ts + args.n_test > vs:
         raise EdgeBoneageError("validation and test image ranges overlap")
-    mk = lambda s, n: tp.synth_stage_data(n, args.image_size, args._crop, args.seed, age, s, args._margin)  # noqa: E731
+    mk = lambda s, n: synth_stage_data(n, args.image_size, args._crop, args.seed, age, s, args._margin)  # noqa: E731
     return mk(vs, args.n_val), mk(ts, args.n_test), {"seed": args.seed, "age_range": list(age), "val": [vs, args.n_val],
                                                      "test": [ts, args.n_test]}
 
 
 def handle_evaluate(args) -> int:
-    from edge_boneage import tw3_pipeline as tp
+    from edge_boneage.tw3_pipeline.constants import DEFAULT_MARGIN
+    from edge_boneage.tw3_pipeline.model import StageModel
+    from edge_boneage.tw3_pipeline.reports import evaluate, plot_sweep, report_markdown
+    from edge_boneage.tw3_pipeline.scoring import threshold_sweep
 
-    model = tp.StageModel(args.model)
+    model = StageModel(args.model)
     args._crop = model.size
-    args._margin = args.margin if args.margin is not None else float(model.meta.get("crop", {}).get("margin", tp.DEFAULT_MARGIN))
+    args._margin = args.margin if args.margin is not None else float(model.meta.get("crop", {}).get("margin", DEFAULT_MARGIN))
     val, test, info = _splits(args)
     if args.sweep_only:
         from pathlib import Path
@@ -161,22 +167,23 @@ def handle_evaluate(args) -> int:
         from edge_boneage.fileutil import write_json_atomic
 
         probs = model.predict_images(val)
-        sw = tp.threshold_sweep(probs, val.boneage_months / 12.0, val.male, curve=args.curve)
-        tp.plot_sweep(sw, Path(args.out) / "sweep.png", title=f"TopN threshold sweep on validation ({Path(args.model).name})")
+        sw = threshold_sweep(probs, val.boneage_months / 12.0, val.male, curve=args.curve)
+        plot_sweep(sw, Path(args.out) / "sweep.png", title=f"TopN threshold sweep on validation ({Path(args.model).name})")
         write_json_atomic(Path(args.out) / "sweep.json", {"model": args.model, **info, **sw})
         for g, b in sw["best"].items():
             print(f"{g:6s}: P = {b['threshold']:.2f}  validation MAE {b['mae_years']:.4f} y (n = {sw['n'][g]})")
         print(f"wrote {Path(args.out) / 'sweep.png'} and sweep.json")
         return 0
-    rep = tp.evaluate(model, val, test, args.out, curve=args.curve, per_sex=not args.global_threshold,
-                      meta={"data": info})
-    print(tp.report_markdown(rep))
+    rep = evaluate(model, val, test, args.out, curve=args.curve, per_sex=not args.global_threshold,
+                   meta={"data": info})
+    print(report_markdown(rep))
     print(f"wrote {rep['files']['json']}, {rep['files']['markdown']}, {rep['files']['sweep_png']}")
     return 0
 
 
 def handle_predict(args) -> int:
-    from edge_boneage import tw3, tw3_pipeline as tp
+    from edge_boneage import tw3
+    from edge_boneage.tw3_pipeline.prediction import format_prediction, predict_image
 
     sex = tw3.normalise_sex(args.sex)
     threshold = args.threshold
@@ -188,19 +195,20 @@ def handle_predict(args) -> int:
             threshold = rep["thresholds_used"][sex]
         except (OSError, json.JSONDecodeError, KeyError) as exc:
             raise EdgeBoneageError(f"{args.report}: no thresholds_used.{sex} in this report ({exc})") from None
-    pred = tp.predict_image(args.image, args.model, args.boxes, sex, method=args.method,
-                            threshold=tw3.DEFAULT_THRESHOLD if threshold is None else threshold, curve=args.curve,
-                            margin=args.margin)
+    pred = predict_image(args.image, args.model, args.boxes, sex, method=args.method,
+                         threshold=tw3.DEFAULT_THRESHOLD if threshold is None else threshold, curve=args.curve,
+                         margin=args.margin)
     if args.json:
         print(json.dumps(pred))
     else:
-        print(tp.format_prediction(pred))
+        print(format_prediction(pred))
     return 0
 
 
 def handle_export(args) -> int:
-    from edge_boneage import tw3_pipeline as tp
+    from edge_boneage.tw3_pipeline.constants import DEFAULT_MARGIN
+    from edge_boneage.tw3_pipeline.export import export_stage_tflite
 
-    out = tp.export_stage_tflite(args.model, args.out, tp.DEFAULT_MARGIN if args.margin is None else args.margin)
+    out = export_stage_tflite(args.model, args.out, DEFAULT_MARGIN if args.margin is None else args.margin)
     print(f"wrote {out}")
     return 0
