@@ -7,7 +7,7 @@ Layers, lowest first (a module may import its own layer and the layers below it)
   edge_boneage (core)     io, preprocess, hand crop, orientation, datasets, synth, TW3 tables, runtime, predict,
                           training, calibration, quality gate, model files
   convert                 edge_boneage.convert (the convert/ folder): LiteRT / ONNX export, quantisation recipes, the budgeted search
-  edge_boneage (app)      cli, commands, bench (the benchmark harness), demo, tw3_pipeline
+  edge_boneage (app)      cli, commands, bench (the benchmark harness), demo, tw3_pipeline (the TW3 RUS package)
   benchmarks              scripts that measure and write BENCHMARKS.md
 """
 
@@ -58,10 +58,15 @@ def import_graph(root: Path = ROOT) -> dict[str, set[str]]:
     return graph
 
 
+def _within(module: str, packages) -> bool:
+    """`module` is one of `packages` or inside one (dotted: edge_boneage.cli does not own edge_boneage.client)."""
+    return any(module == p or module.startswith(p + ".") for p in packages)
+
+
 def layer(module: str) -> str:
-    if module.startswith(APP):
+    if _within(module, APP):
         return "app"
-    if module == "edge_boneage.convert" or module.startswith("edge_boneage.convert."):
+    if _within(module, ("edge_boneage.convert",)):
         return "convert"
     return module.split(".")[0]
 
@@ -70,6 +75,17 @@ def test_imports_go_down_the_layers_only():
     bad = [f"{m} ({layer(m)}) imports {t} ({layer(t)})" for m, ts in import_graph().items() for t in ts
            if LAYERS.index(layer(t)) > LAYERS.index(layer(m))]
     assert not bad, "\n".join(sorted(bad))
+
+
+def test_packages_are_classified_with_all_their_modules():
+    mods = modules()
+    tw3 = sorted(m for m in mods if _within(m, ("edge_boneage.tw3_pipeline",)))
+    assert {"edge_boneage.tw3_pipeline", "edge_boneage.tw3_pipeline.boxes", "edge_boneage.tw3_pipeline.export",
+            "edge_boneage.tw3_pipeline.training"} <= set(tw3), tw3
+    assert {layer(m) for m in tw3} == {"app"}
+    assert layer("edge_boneage.tw3") == "edge_boneage"  # the TW3 tables and curves stay core
+    assert layer("edge_boneage.commands.tw3") == "app" and layer("edge_boneage.convert.export") == "convert"
+    assert layer("edge_boneage.client") == layer("edge_boneage.convertible") == "edge_boneage"  # no bare-prefix match
 
 
 def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
