@@ -60,7 +60,8 @@ def main(argv=None) -> int:
     from edge_boneage.fileutil import write_json_atomic, write_text_atomic
     from edge_boneage.tw3_pipeline.constants import DEFAULT_AGE_RANGE, DEFAULT_MARGIN
     from edge_boneage.tw3_pipeline.reports import evaluate, report_markdown
-    from edge_boneage.tw3_pipeline.training import StageTrainConfig, train_stage_model
+    from edge_boneage.tw3_pipeline.run_config import StageTrainConfig
+    from edge_boneage.tw3_pipeline.training import train_stage_model
 
     started = datetime.datetime.now(datetime.timezone.utc)
     out = Path(args.out)

@@ -20,7 +20,8 @@ from edge_boneage.tw3_pipeline.data import StageData, synth_stage_data
 from edge_boneage.tw3_pipeline.model import StageModel
 from edge_boneage.tw3_pipeline.reports import evaluate
 from edge_boneage.tw3_pipeline.scoring import bone_scores, score_probs, stage_accuracy, threshold_sweep
-from edge_boneage.tw3_pipeline.training import StageTrainConfig, train_stage_model
+from edge_boneage.tw3_pipeline.run_config import StageTrainConfig
+from edge_boneage.tw3_pipeline.training import train_stage_model
 
 BONES = tw3.BONES
 PAPER_PROBS = [0.0001, 0.0075, 0.0624, 0.4152, 0.4223, 0.0466, 0.0397, 0.0062]  # Table 2 (radius, true grade 4)
@@ -392,7 +393,8 @@ def test_the_package_re_exports_each_modules_public_names():
 
     import edge_boneage.tw3_pipeline as pkg
 
-    owners = ("boxes", "constants", "crops", "data", "export", "model", "prediction", "reports", "scoring", "training")
+    owners = ("boxes", "constants", "crops", "data", "export", "model", "prediction", "reports", "run_config", "scoring",
+              "training")
     for name in owners:
         mod = importlib.import_module(f"edge_boneage.tw3_pipeline.{name}")
         for public in mod.__all__:

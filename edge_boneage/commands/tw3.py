@@ -104,7 +104,8 @@ def register(subparsers) -> None:
 
 def handle_train(args) -> int:
     from edge_boneage.tw3_pipeline.constants import DEFAULT_AGE_RANGE, DEFAULT_MARGIN
-    from edge_boneage.tw3_pipeline.training import StageTrainConfig, train_stage_model
+    from edge_boneage.tw3_pipeline.run_config import StageTrainConfig
+    from edge_boneage.tw3_pipeline.training import train_stage_model
 
     cfg = StageTrainConfig(
         arch=args.arch, model_args=dict(_model_arg(a) for a in args.model_arg), crop=args.crop,
@@ -126,7 +127,7 @@ def handle_train(args) -> int:
 def _splits(args):
     from edge_boneage.tw3_pipeline.constants import DEFAULT_AGE_RANGE
     from edge_boneage.tw3_pipeline.data import folder_stage_data, synth_stage_data
-    from edge_boneage.tw3_pipeline.training import config_from_run
+    from edge_boneage.tw3_pipeline.run_config import config_from_run
 
     if args.data:
         test = folder_stage_data(args.data, args._crop, args._margin)

@@ -34,8 +34,9 @@ Modules
 ``constants`` (bones, output layout, defaults), ``boxes`` (ImageBoxes, VOC/COCO/CSV/JSON readers, checks),
 ``crops`` (crop_window, crop_region, region_crops), ``data`` (StageData, synthetic and folder crop sets),
 ``model`` (StageModel: .keras / .tflite), ``scoring`` (scores, threshold sweep, Table 4, stage accuracy),
-``reports`` (evaluate, Markdown, sweep plot), ``prediction`` (one radiograph), ``training`` (StageTrainConfig,
-the fit loop and checkpoints), ``export`` (.tflite with the crop recipe as metadata).
+``reports`` (evaluate, Markdown, sweep plot), ``prediction`` (one radiograph), ``run_config`` (StageTrainConfig,
+a run's run.json read back), ``training`` (the fit loop and checkpoints), ``export`` (.tflite with the crop recipe
+as metadata).
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ from edge_boneage.tw3_pipeline.prediction import format_prediction, predict_imag
 from edge_boneage.tw3_pipeline.reports import evaluate, plot_sweep, report_markdown
 from edge_boneage.tw3_pipeline.scoring import (bone_probs, bone_scores, method_table, oracle_table, score_probs,
                                                stage_accuracy, threshold_sweep)
-from edge_boneage.tw3_pipeline.training import StageTrainConfig, config_from_run, train_stage_model
+from edge_boneage.tw3_pipeline.run_config import StageTrainConfig, config_from_run
+from edge_boneage.tw3_pipeline.training import train_stage_model
 
 __all__ = ["BONES", "BOX_TOLERANCE_PX", "DEFAULT_AGE_RANGE", "DEFAULT_MARGIN", "DEFAULT_THRESHOLDS", "ImageBoxes",
            "N_BONES", "N_CLASSES", "StageData", "StageModel", "StageTrainConfig", "TFLITE_META_NAME", "bone_probs",

@@ -1,80 +1,25 @@
 """Training a stage classifier on synthetic crops (``train_stage_model``): sparse categorical cross-entropy on
 ``grade - 1`` (stage-A crops have no class and are left out), per-epoch checkpoints with the commit guarantees of
-edge_boneage.train, resume, an optional time budget; the run's configuration (``StageTrainConfig``, run.json).
-
-Synthetic splits come from one seed and disjoint image-index ranges: train ``[0, n_train)``, validation
-``[n_train, n_train + n_val)``, test ``[n_train + n_val, n_train + n_val + n_test)``.
+edge_boneage.train, resume, an optional time budget. The run's configuration: ``run_config.StageTrainConfig``.
 """
 
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import math
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from edge_boneage import EdgeBoneageError
 from edge_boneage.fileutil import write_json_atomic
-from edge_boneage.tw3_pipeline.constants import DEFAULT_AGE_RANGE, DEFAULT_MARGIN
-from edge_boneage.tw3_pipeline.data import StageData, synth_stage_data
+from edge_boneage.tw3_pipeline.data import StageData
 from edge_boneage.tw3_pipeline.model import StageModel
+from edge_boneage.tw3_pipeline.run_config import StageTrainConfig
 from edge_boneage.tw3_pipeline.scoring import stage_accuracy
-
-
-@dataclass
-class StageTrainConfig:
-    arch: str = "csp_resnext50_tw3"
-    model_args: dict = field(default_factory=dict)
-    crop: int = 64
-    margin: float = DEFAULT_MARGIN
-    image_size: int = 512
-    n_train: int = 800
-    n_val: int = 200
-    n_test: int = 200  # not used for training; recorded so `evaluate --run` finds the test range
-    seed: int = 0
-    age_range: tuple = DEFAULT_AGE_RANGE
-    epochs: int = 10
-    batch: int = 32
-    lr: float = 1e-3
-    jit_compile: bool | str = "auto"  # Keras compile(jit_compile=...); False skips XLA (faster start, tests)
-    time_budget_s: float | None = None  # stop after the epoch that would overrun this (per invocation)
-    out: str = "runs/tw3"
-    resume: bool = False
-    verbose: int = 2
-
-    def to_json(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["age_range"] = list(self.age_range)
-        return d
-
-    @classmethod
-    def from_json(cls, d: dict) -> "StageTrainConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        c = cls(**{k: v for k, v in d.items() if k in names})
-        c.age_range = tuple(c.age_range)
-        return c
-
-    def split(self, which: str) -> tuple[int, int]:
-        """(start, n) of the synthetic 'train' / 'val' / 'test' image range."""
-        return {"train": (0, self.n_train), "val": (self.n_train, self.n_val),
-                "test": (self.n_train + self.n_val, self.n_test)}[which]
-
-    def data(self, which: str) -> StageData:
-        start, n = self.split(which)
-        return synth_stage_data(n, self.image_size, self.crop, self.seed, self.age_range, start, self.margin)
-
-
-def config_from_run(run_dir) -> StageTrainConfig:
-    p = Path(run_dir) / "run.json"
-    if not p.is_file():
-        raise EdgeBoneageError(f"{p}: no run.json (not a tw3 training run folder)")
-    return StageTrainConfig.from_json(json.loads(p.read_text())["config"])
 
 
 def _fit_arrays(data: StageData):
@@ -272,4 +217,4 @@ def train_stage_model(config: StageTrainConfig, train_data: StageData | None = N
     return summary
 
 
-__all__ = ["StageTrainConfig", "config_from_run", "train_stage_model"]
+__all__ = ["train_stage_model"]
