@@ -1,8 +1,9 @@
 """Bias correction against the pull to the middle age, fitted on validation images, stored inside the model.
 
 A regressor trained with L1 / soft labels over-predicts the young and under-predicts the old (regression to the
-mean). As Deeplasia does, fit a line ``true = a * pred + b`` by least squares on **validation** predictions
-(never the test split) and apply it. Because the age output is ``sum_k p_k c_k`` with ``sum_k p_k = 1``,
+mean). Fit a line ``age' = a * pred + b`` on **validation** predictions (never the test split) and apply it:
+either by least squares of true on pred ("ols") or, as Deeplasia does, by regressing pred on true and inverting
+("inverse", which undoes the pull to the middle; see FIT_METHODS). Because the age output is ``sum_k p_k c_k`` with ``sum_k p_k = 1``,
 ``a * age + b = sum_k p_k (a c_k + b)``: the correction is exactly a change of the SoftmaxExpectation centres,
 so it lives in the model file (config of its ``age`` layer), runs unchanged in every export and runtime, and the
 class centres in the metadata stay the ones the age is computed from. Records ``{a, b, n, fitted_on}`` in the
@@ -16,13 +17,28 @@ import numpy as np
 from edge_boneage import EdgeBoneageError
 
 
-def fit_linear(pred, true) -> tuple[float, float]:
-    """(a, b) minimising sum (a * pred + b - true)^2."""
+#: how the line is fitted: "ols" regresses true on pred (least squared error; its slope is < 1 when predictions are
+#: noisy, so it does not undo the pull to the middle); "inverse" regresses pred on true and inverts the line (as
+#: Deeplasia does): it stretches the predictions back out, so the young and old age bands lose most of their bias,
+#: for a small rise in squared error
+FIT_METHODS = ("ols", "inverse")
+
+
+def fit_linear(pred, true, method: str = "ols") -> tuple[float, float]:
+    """(a, b) of the correction age' = a * pred + b (see FIT_METHODS)."""
     p, t = np.asarray(pred, np.float64), np.asarray(true, np.float64)
-    if len(p) < 10 or np.ptp(p) <= 0:
+    if len(p) < 10 or np.ptp(p) <= 0 or np.ptp(t) <= 0:
         raise EdgeBoneageError(f"bias correction needs at least 10 varied predictions, got {len(p)}")
-    a, b = np.polyfit(p, t, 1)
-    return float(a), float(b)
+    if method == "ols":
+        a, b = np.polyfit(p, t, 1)
+        return float(a), float(b)
+    if method == "inverse":
+        c, d = np.polyfit(t, p, 1)  # pred = c * true + d
+        if c < 0.2:
+            raise EdgeBoneageError(f"bias correction: predictions barely follow the true age (slope {c:.3f}); "
+                                   f"the inverse fit would blow them up")
+        return float(1.0 / c), float(-d / c)
+    raise EdgeBoneageError(f"bias correction method {method!r}; choose from {', '.join(FIT_METHODS)}")
 
 
 def age_layer(model):

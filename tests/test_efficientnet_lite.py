@@ -229,7 +229,7 @@ def test_calibrate_folds_correction_and_interval_into_the_model(tmp_path, capsys
     out = tmp_path / "cal.keras"
     assert main(["calibrate", str(run), "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "fitted on 32 validation images" in text and "90 % interval" in text
+    assert "fitted (ols) on 32 validation images" in text and "90 % interval" in text
     m, src = load_model(out), load_model(run / "best.keras")
     a_layer = [l for l in m._flatten_layers() if l.name == "age"][0]
     rec = a_layer.calibration[-1]
@@ -244,3 +244,29 @@ def test_calibrate_folds_correction_and_interval_into_the_model(tmp_path, capsys
     meta = read_metadata(tfl)
     assert meta["outputs"]["age"]["interval"] == a_layer.interval
     assert meta["source_validation_mae_months"] == pytest.approx(rec["val_mae_months"])
+
+
+def test_bias_correction_fits_against_numpy_lstsq():
+    """ols = least squares of true on pred; inverse = least squares of pred on true, inverted (Deeplasia): it undoes
+    a pull to the middle exactly when pred = c * true + d + noise."""
+    from edge_boneage import EdgeBoneageError
+    from edge_boneage.calibrate import fit_linear
+
+    rng = np.random.default_rng(0)
+    true = rng.uniform(0, 228, 2000)
+    pred = 0.8 * true + 20 + rng.normal(0, 25, true.size)  # pulled towards the middle, noisy
+    A = np.stack([pred, np.ones_like(pred)], 1)
+    np.testing.assert_allclose(fit_linear(pred, true, "ols"), np.linalg.lstsq(A, true, rcond=None)[0], rtol=1e-9)
+    c, d = np.linalg.lstsq(np.stack([true, np.ones_like(true)], 1), pred, rcond=None)[0]
+    a, b = fit_linear(pred, true, "inverse")
+    np.testing.assert_allclose([a, b], [1 / c, -d / c], rtol=1e-9)
+    assert abs(a - 1 / 0.8) < 0.03 and abs(b + 25) < 3.0
+    young, old = true < 36, true > 192
+    for m in (young, old):  # the inverse fit removes the band biases the OLS fit keeps
+        inv = abs(np.mean(a * pred[m] + b - true[m]))
+        ols = abs(np.mean(np.polyval(fit_linear(pred, true), pred[m]) - true[m]))
+        assert inv < 3 and ols > 3 * inv, (inv, ols)
+    with pytest.raises(EdgeBoneageError, match="method 'median'"):
+        fit_linear(pred, true, "median")
+    with pytest.raises(EdgeBoneageError, match="barely follow"):
+        fit_linear(rng.normal(100, 1, 100) + 0.01 * np.arange(100), np.arange(100.0) * 2, "inverse")

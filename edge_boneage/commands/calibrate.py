@@ -10,13 +10,16 @@ from edge_boneage import EdgeBoneageError
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("calibrate", help="bias-correct a trained age model on its run's validation images",
-                              description="Fit true = a * pred + b on the validation images of a training run "
+                              description="Fit age' = a * pred + b on the validation images of a training run "
                                           "(never its test split) and fold it into the model's class centres "
                                           "(edge_boneage.calibrate). Writes a new .keras; the source is not changed.")
     p.add_argument("run", help="training run folder (its best.keras and validation ids)")
     p.add_argument("--model", help="model to correct (default: RUN/best.keras)")
     p.add_argument("--out", required=True, help="output .keras")
     p.add_argument("--coverage", type=float, default=0.9, help="prediction interval coverage (default 0.9)")
+    p.add_argument("--method", choices=("ols", "inverse"), default="ols",
+                   help="ols: least squares of true on pred (default); inverse: regress pred on true and invert, as "
+                        "Deeplasia does (undoes the pull to the middle age: young and old bands lose their bias)")
     p.set_defaults(func=handler)
 
 
@@ -36,18 +39,25 @@ def handler(args) -> int:
     age_model = T.open_age_model(src)
     pred = T.predict_source(age_model, val)
     true = np.asarray(val.months, np.float64)
-    a, b = calibrate.fit_linear(pred, true)
+    a, b = calibrate.fit_linear(pred, true, args.method)
     import keras
 
     model = keras.Model.from_config(age_model.model.get_config())  # same graph and config, no optimizer (shippable)
     model.set_weights(age_model.model.get_weights())
     after = a * pred + b
-    rec = calibrate.apply_linear(model, a, b, n=len(true), fitted_on=f"{run.name}: validation ids of run.json",
+    rec = calibrate.apply_linear(model, a, b, n=len(true), fitted_on=f"{run.name}: validation ids of run.json "
+                                                                   f"({args.method})",
                                  val_mae_months=float(np.abs(after - true).mean()))
     interval = calibrate.fit_intervals(after, true, coverage=args.coverage)
     calibrate.set_interval(model, interval)
     T.save_model_atomic(model, out)
-    print(f"fitted on {len(true)} validation images of {run}: age' = {a:.4f} * age {b:+.2f} months")
+    print(f"fitted ({args.method}) on {len(true)} validation images of {run}: age' = {a:.4f} * age {b:+.2f} months")
+    for lo, hi in calibrate.INTERVAL_BANDS_YEARS:
+        m = (true >= 12 * lo) & (true < 12 * hi)
+        if m.any():
+            print(f"  true age {lo}-{min(hi, 19)} y (n={int(m.sum())}): bias {np.mean(pred[m] - true[m]):+.2f} -> "
+                  f"{np.mean(after[m] - true[m]):+.2f} months, MAE {np.abs(pred[m] - true[m]).mean():.2f} -> "
+                  f"{np.abs(after[m] - true[m]).mean():.2f}")
     print(f"validation (in-sample for the fit) MAE {np.abs(pred - true).mean():.2f} -> {np.abs(after - true).mean():.2f} "
           f"months, bias {np.mean(pred - true):+.2f} -> {np.mean(after - true):+.2f}")
     print(f"{100 * args.coverage:.0f} % interval half-widths (months) by predicted age: " + ", ".join(
