@@ -19,7 +19,11 @@
 
    A model that fails is not written (the temporary file is removed) and EdgeBoneageError names the reason;
    force=True writes it anyway with metadata "parity": "FAILED (forced)".
-4. metadata (edge_boneage.tflite_meta) inside the flatbuffer, then an atomic rename onto the target.
+4. metadata (edge_boneage.tflite_meta) inside the flatbuffer, then an atomic rename onto the target. A caller
+   that owns more of the model's contract passes it as further named records (``extra_metadata``: the TW3
+   pipeline stores its crop recipe under ``edge_boneage_tw3``); they are written with the main record, only once
+   the gate has passed. A stage model's main record has no whole-hand ``preprocess`` contract: its input is a
+   region crop, described by such a record.
 """
 
 from __future__ import annotations
@@ -136,8 +140,8 @@ def source_info(keras_path: Path) -> dict:
         ]
         mae = next((float(c) for c in candidates if isinstance(c, (int, float))), None)
         cfg = d.get("config") or {}
-        return {"val_mae_months": mae, "from": name, "enhance": cfg.get("enhance"), "model": cfg.get("model"),
-                "data": cfg.get("data")}
+        return {"val_mae_months": mae, "from": name, "enhance": cfg.get("enhance"),
+                "model": cfg.get("model") or cfg.get("arch"), "data": cfg.get("data")}  # arch: a tw3 run's
     return {"val_mae_months": None, "from": None, "enhance": None, "model": None, "data": None}
 
 
@@ -402,7 +406,9 @@ def build_metadata(model, keras_path: Path, task: str, info: dict, parity: dict,
     names = input_specs(model)
     from edge_boneage.preprocess import spec_of_keras_model
 
-    preprocess = spec_of_keras_model(model, enhance=src.get("enhance")).to_dict() if ch == 1 else None
+    # a stage model's input is a region crop (its recipe: the caller's extra record), not a whole-hand frame
+    whole_hand = ch == 1 and task == "age"
+    preprocess = spec_of_keras_model(model, enhance=src.get("enhance")).to_dict() if whole_hand else None
     digest = hashlib.sha256(keras_path.read_bytes()).hexdigest()
     kept = info.get("float_layer_types") or {}
     return {
@@ -413,7 +419,7 @@ def build_metadata(model, keras_path: Path, task: str, info: dict, parity: dict,
         "created_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "input": {
             "image": {"size": size, "channels": ch, "dtype": "uint8", "grey": True, "value_range": [0, 255],
-                      "letterbox": "centred square, pad 0, then cv2.INTER_AREA resize" if ch == 1 else None},
+                      "letterbox": "centred square, pad 0, then cv2.INTER_AREA resize" if whole_hand else None},
             "sex_input": "sex" in names,
             "sex": {"dtype": "float32", "shape": ["batch", 1], "male": 1.0, "female": 0.0} if "sex" in names else None,
             "bone_input": "bone" in names,
@@ -456,6 +462,7 @@ class ExportResult:
     metadata: dict | None
     seconds: float
     message: str
+    extra_metadata: dict = field(default_factory=dict)  # {entry name: record} written next to `metadata`
 
 
 def default_out(keras_path: Path, quantization: str) -> Path:
@@ -465,22 +472,28 @@ def default_out(keras_path: Path, quantization: str) -> Path:
 
 def export(keras_path, out=None, *, quantization: str = "float32", io: str = "int8", calib: str = "synth",
            rsna_dir=None, calib_n: int = 64, check_n: int = 32, force: bool = False, keep_float="auto",
-           limits: dict | None = None, model=None, recipe: str = "tf_int8", log=print) -> ExportResult:
+           limits: dict | None = None, model=None, recipe: str = "tf_int8", log=print,
+           extra_metadata: dict[str, dict] | None = None) -> ExportResult:
     """Export `keras_path` to a LiteRT file behind the parity gate (see the module docstring).
 
     Raises EdgeBoneageError when the model fails the gate (and force is False); nothing is written then.
     `model`: an already loaded Keras model (skips loading; keras_path still names the source).
+    `extra_metadata`: {entry name: JSON record} stored next to the main record (whose name it may not take);
+    the main record lists their names under "extra_metadata".
     """
     from edge_boneage.convert.litert import validate_in_subprocess
     from edge_boneage.convert.quantize import convert_model, non_builtin_ops_bytes
     from edge_boneage.fileutil import atomic_path
-    from edge_boneage.tflite_meta import add_metadata
+    from edge_boneage.tflite_meta import METADATA_NAME, add_metadata
 
     t0 = time.time()
     keras_path = Path(keras_path)
     out = Path(out) if out else default_out(keras_path, quantization)
     if out.suffix != ".tflite":
         raise EdgeBoneageError(f"{out}: a LiteRT model file must end in .tflite")
+    extra_metadata = dict(extra_metadata or {})
+    if METADATA_NAME in extra_metadata:
+        raise EdgeBoneageError(f"{out}: extra metadata may not replace the main record {METADATA_NAME!r}")
     from edge_boneage.fileutil import check_writable_folder
 
     check_writable_folder(out, "exported model")
@@ -536,10 +549,15 @@ def export(keras_path, out=None, *, quantization: str = "float32", io: str = "in
         raise EdgeBoneageError(f"{out}: parity check failed ({quantization}): {parity['reason']}; "
                                "no file written (--force writes it anyway, marked FAILED)")
     meta = build_metadata(model, keras_path, task, info, parity, src, io_tensors, calib_desc)
+    if extra_metadata:
+        meta["extra_metadata"] = sorted(extra_metadata)
+    blob = add_metadata(data, meta)
+    for name, record in extra_metadata.items():
+        blob = add_metadata(blob, record, name)
     with atomic_path(out) as tmp_out:
-        Path(tmp_out).write_bytes(add_metadata(data, meta))
+        Path(tmp_out).write_bytes(blob)
     return ExportResult(out, True, passed, force and not passed, parity, info, meta, time.time() - t0,
-                        f"{out}: written ({parity['status']})")
+                        f"{out}: written ({parity['status']})", extra_metadata)
 
 
 def format_parity(parity: dict) -> str:

@@ -14,7 +14,7 @@ import pytest
 
 from edge_boneage import EdgeBoneageError, tw3
 from edge_boneage.tw3_pipeline.boxes import boxes_for_image, check_boxes_in_image, read_boxes
-from edge_boneage.tw3_pipeline.constants import DEFAULT_AGE_RANGE
+from edge_boneage.tw3_pipeline.constants import DEFAULT_AGE_RANGE, TFLITE_META_NAME
 from edge_boneage.tw3_pipeline.crops import crop_region, crop_window, region_crops
 from edge_boneage.tw3_pipeline.data import StageData, synth_stage_data
 from edge_boneage.tw3_pipeline.model import StageModel
@@ -298,13 +298,15 @@ def test_stage_accuracy_excludes_stage_a():
 # ------------------------------------------------------------------------------------------------ models
 
 TINY = {"depths": [1, 1, 1, 1], "width_mult": 0.25, "cardinality": 8, "base_width": 4}
+MARGIN = 0.25  # not DEFAULT_MARGIN: the margin a model was trained with must reach its .tflite and its predictions
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("tw3run")
-    cfg = StageTrainConfig(arch="csp_resnext50_tw3", model_args=TINY, crop=32, image_size=128, n_train=4, n_val=2,
-                           n_test=2, epochs=1, batch=16, out=str(out / "run"), verbose=0, jit_compile=False)
+    cfg = StageTrainConfig(arch="csp_resnext50_tw3", model_args=TINY, crop=32, margin=MARGIN, image_size=128,
+                           n_train=4, n_val=2, n_test=2, epochs=1, batch=16, out=str(out / "run"), verbose=0,
+                           jit_compile=False)
     first = train_stage_model(cfg)
     return cfg, first
 
@@ -341,6 +343,7 @@ def test_predict_cli_json_and_tflite_parity(trained, tmp_path, capsys):
                    "--sex", "F", "--json"])
     assert rc == 0
     pred = json.loads(capsys.readouterr().out)
+    assert pred["crop"] == {"size": 32, "margin": MARGIN}  # the .keras crops with its run's margin
     assert list(pred["bones"]) == list(BONES)
     assert len(pred["bones"]["ulna"]["probs"]) == 7 and len(pred["bones"]["radius"]["probs"]) == 8
     assert pred["rus_score"] == pytest.approx(sum(b["score"] for b in pred["bones"].values()))
@@ -350,10 +353,21 @@ def test_predict_cli_json_and_tflite_parity(trained, tmp_path, capsys):
     for b, r in pred["bones"].items():
         assert r["stage"] == tw3.stage_letter(int(np.argmax(r["probs"])) + 1, b)
 
-    # .tflite: same stages and (nearly) the same probabilities, through the same CLI
+    # .tflite: same stages and (nearly) the same probabilities, through the same CLI; the export went through the
+    # gated exporter (parity checked in a child process, the main metadata record) and kept the training margin
     tfl = tmp_path / "stage.tflite"
     assert cli.main(["tw3", "export", "--model", str(keras_path), "--out", str(tfl)]) == 0
-    capsys.readouterr()
+    out = capsys.readouterr().out
+    assert f"margin {MARGIN:g} (from run.json)" in out and "parity: PASSED" in out
+    from edge_boneage.tflite_meta import read_metadata
+
+    main = read_metadata(tfl)
+    assert main["model"]["task"] == "tw3_stage" and main["parity"]["status"] == "PASSED"
+    assert main["quantization"]["mode"] == "float32" and main["extra_metadata"] == [TFLITE_META_NAME]
+    assert main["preprocess"] is None  # no whole-hand contract for a region-crop model
+    crop = read_metadata(tfl, TFLITE_META_NAME)["crop"]
+    assert (crop["margin"], crop["margin_from"], crop["size"]) == (MARGIN, "run.json", 32)
+    assert StageModel(tfl).margin == MARGIN
     assert cli.main(["tw3", "predict", str(img), "--model", str(tfl), "--boxes", str(syn / "boxes.csv"),
                      "--sex", "F", "--json"]) == 0
     lite = json.loads(capsys.readouterr().out)
@@ -362,7 +376,7 @@ def test_predict_cli_json_and_tflite_parity(trained, tmp_path, capsys):
         assert lite["bones"][b]["stage"] == pred["bones"][b]["stage"]
         np.testing.assert_allclose(lite["bones"][b]["probs"], pred["bones"][b]["probs"], atol=1e-4)
     # and on many crops at once
-    d = synth_stage_data(3, 128, 32, seed=9)
+    d = synth_stage_data(3, 128, 32, seed=9, margin=MARGIN)
     pk = StageModel(keras_path).predict_images(d)
     pl = StageModel(tfl).predict_images(d)
     np.testing.assert_array_equal(pk.argmax(-1), pl.argmax(-1))
@@ -373,6 +387,50 @@ def test_predict_cli_json_and_tflite_parity(trained, tmp_path, capsys):
                    str(_write_csv(tmp_path / "other.csv", [("9", b, 1, 1, 5, 5) for b in BONES])), "--sex", "M"])
     err = capsys.readouterr().err.strip()
     assert rc == 1 and "\n" not in err and "other.csv: no boxes for image '0.png'" in err
+
+
+def test_export_margin_must_be_known_and_agree_with_training(trained, tmp_path, capsys):
+    """No default margin is ever written: tw3 export takes the run's, refuses a contradicting --margin, and needs
+    --margin for a model no tw3 run.json describes; one-line errors naming the file, nothing written."""
+    import shutil
+
+    from edge_boneage import cli
+    from edge_boneage.convert.export import export
+    from edge_boneage.tflite_meta import read_metadata
+
+    cfg, _ = trained
+    keras_path = Path(cfg.out) / "best.keras"
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(keras_path, alone / "best.keras")
+    run_json = json.loads((Path(cfg.out) / "run.json").read_text())
+
+    def fails(model, *extra):
+        tfl = tmp_path / "x.tflite"
+        assert cli.main(["tw3", "export", "--model", str(model), "--out", str(tfl), *extra]) == 1
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and not tfl.exists()
+        return err
+
+    err = fails(keras_path, "--margin", "0.1")
+    assert f"best.keras: trained with crop margin {MARGIN:g}" in err and "run.json" in err
+    assert "no tw3 run.json next to it records the crop margin" in fails(alone / "best.keras")
+    (alone / "run.json").write_text(json.dumps({"config": {"model": "mobilenetv3_large", "size": 224}}))  # age run
+    assert "pass --margin" in fails(alone / "best.keras")
+    (alone / "run.json").write_text("{not json")
+    assert "alone/run.json: unreadable run.json" in fails(alone / "best.keras", "--margin", "0.25")
+    (alone / "run.json").write_text(json.dumps({"config": {**run_json["config"], "crop": 64}}))
+    assert "run crops are 64 px but best.keras takes 32 px" in fails(alone / "best.keras")
+    with pytest.raises(EdgeBoneageError, match="may not replace the main record"):
+        export(keras_path, tmp_path / "y.tflite", extra_metadata={"edge_boneage": {}})
+
+    # a model outside its run folder exports with the margin given (and says so)
+    (alone / "run.json").unlink()
+    tfl = tmp_path / "alone.tflite"
+    assert cli.main(["tw3", "export", "--model", str(alone / "best.keras"), "--out", str(tfl), "--margin", "0.3"]) == 0
+    assert "margin 0.3 (from --margin)" in capsys.readouterr().out
+    crop = read_metadata(tfl, TFLITE_META_NAME)["crop"]
+    assert (crop["margin"], crop["margin_from"]) == (0.3, "--margin")
 
 
 def test_resnext50_variant_trains_one_step(tmp_path):

@@ -89,14 +89,19 @@ def register(subparsers) -> None:
     pr.add_argument("--threshold", type=float, default=None, help="TopN threshold P (default 0.61, the paper's)")
     pr.add_argument("--report", help="take P from an evaluate report.json (the validation argmin for --sex)")
     pr.add_argument("--curve", choices=("tw3c", "uk"), default="tw3c")
-    pr.add_argument("--margin", type=float, default=None, help="crop margin (default: model metadata or 0.1)")
+    pr.add_argument("--margin", type=float, default=None,
+                    help="crop margin (default: the model's training margin, from .tflite metadata or the .keras's "
+                         "run.json, else 0.1)")
     pr.add_argument("--json", action="store_true", help="print one JSON object")
     pr.set_defaults(func=handle_predict)
 
-    x = sub.add_parser("export", help="export a .keras stage model to a float32 builtin-only .tflite")
+    x = sub.add_parser("export", help="export a .keras stage model to a float32 builtin-only .tflite (parity-gated, "
+                                      "the training crop margin in its metadata)")
     x.add_argument("--model", required=True)
     x.add_argument("--out", required=True, help=".tflite path")
-    x.add_argument("--margin", type=float, default=None)
+    x.add_argument("--margin", type=float, default=None,
+                   help="crop margin the model was trained with; needed only when no tw3 run.json next to the model "
+                        "records it (and must agree with one that does)")
     x.set_defaults(func=handle_export)
 
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
@@ -160,7 +165,8 @@ def handle_evaluate(args) -> int:
 
     model = StageModel(args.model)
     args._crop = model.size
-    args._margin = args.margin if args.margin is not None else float(model.meta.get("crop", {}).get("margin", DEFAULT_MARGIN))
+    args._margin = args.margin if args.margin is not None else (model.margin if model.margin is not None
+                                                                else DEFAULT_MARGIN)
     val, test, info = _splits(args)
     if args.sweep_only:
         from pathlib import Path
@@ -207,9 +213,13 @@ def handle_predict(args) -> int:
 
 
 def handle_export(args) -> int:
-    from edge_boneage.tw3_pipeline.constants import DEFAULT_MARGIN
+    from edge_boneage.convert.export import format_parity
+    from edge_boneage.tw3_pipeline.constants import TFLITE_META_NAME
     from edge_boneage.tw3_pipeline.export import export_stage_tflite
 
-    out = export_stage_tflite(args.model, args.out, DEFAULT_MARGIN if args.margin is None else args.margin)
-    print(f"wrote {out}")
+    res = export_stage_tflite(args.model, args.out, args.margin)
+    crop = res.extra_metadata[TFLITE_META_NAME]["crop"]
+    print(f"wrote {res.path}: float32, {res.path.stat().st_size / 2**20:.2f} MiB, {crop['size']} px crops, "
+          f"margin {crop['margin']:g} (from {crop['margin_from']})")
+    print(format_parity(res.parity))
     return 0

@@ -35,8 +35,8 @@ Modules
 ``crops`` (crop_window, crop_region, region_crops), ``data`` (StageData, synthetic and folder crop sets),
 ``model`` (StageModel: .keras / .tflite), ``scoring`` (scores, threshold sweep, Table 4, stage accuracy),
 ``reports`` (evaluate, Markdown, sweep plot), ``prediction`` (one radiograph), ``run_config`` (StageTrainConfig,
-a run's run.json read back), ``training`` (the fit loop and checkpoints), ``export`` (.tflite with the crop recipe
-as metadata).
+a run's run.json read back), ``training`` (the fit loop and checkpoints), ``export`` (.tflite through the gated
+exporter, the training crop recipe as metadata).
 """
 
 from __future__ import annotations
@@ -47,19 +47,19 @@ from edge_boneage.tw3_pipeline.constants import (BONES, DEFAULT_AGE_RANGE, DEFAU
                                                  N_BONES, N_CLASSES, TFLITE_META_NAME)
 from edge_boneage.tw3_pipeline.crops import crop_region, crop_window, region_crops
 from edge_boneage.tw3_pipeline.data import StageData, folder_stage_data, synth_stage_data
-from edge_boneage.tw3_pipeline.export import export_stage_tflite
+from edge_boneage.tw3_pipeline.export import crop_record, export_stage_tflite
 from edge_boneage.tw3_pipeline.model import StageModel
 from edge_boneage.tw3_pipeline.prediction import format_prediction, predict_image, years_months
 from edge_boneage.tw3_pipeline.reports import evaluate, plot_sweep, report_markdown
+from edge_boneage.tw3_pipeline.run_config import StageTrainConfig, config_from_run, trained_margin
 from edge_boneage.tw3_pipeline.scoring import (bone_probs, bone_scores, method_table, oracle_table, score_probs,
                                                stage_accuracy, threshold_sweep)
-from edge_boneage.tw3_pipeline.run_config import StageTrainConfig, config_from_run
 from edge_boneage.tw3_pipeline.training import train_stage_model
 
 __all__ = ["BONES", "BOX_TOLERANCE_PX", "DEFAULT_AGE_RANGE", "DEFAULT_MARGIN", "DEFAULT_THRESHOLDS", "ImageBoxes",
            "N_BONES", "N_CLASSES", "StageData", "StageModel", "StageTrainConfig", "TFLITE_META_NAME", "bone_probs",
-           "bone_scores", "boxes_for_image", "check_boxes_in_image", "config_from_run", "crop_region", "crop_window",
-           "evaluate", "export_stage_tflite", "folder_stage_data", "format_prediction", "method_table",
+           "bone_scores", "boxes_for_image", "check_boxes_in_image", "config_from_run", "crop_record", "crop_region",
+           "crop_window", "evaluate", "export_stage_tflite", "folder_stage_data", "format_prediction", "method_table",
            "oracle_table", "plot_sweep", "predict_image", "read_boxes", "region_crops", "report_markdown",
            "score_probs", "stage_accuracy", "synth_stage_data", "threshold_sweep", "train_stage_model",
-           "years_months"]
+           "trained_margin", "years_months"]

@@ -1,8 +1,11 @@
 """The stage model (``StageModel``): a .keras (safe_mode) or .tflite TW3 stage classifier behind one ``predict``.
 
 ``csp_resnext50_tw3`` / ``resnext50_tw3`` (keras_models/resnext.py): inputs "image" uint8 (B,S,S,1) and "bone"
-int32 (B,1), output "probs" (B,8) over grades B..I (ulna: 7 grades, 8th is 0). A .tflite made by ``tw3 export``
-carries the crop recipe in its metadata entry ``TFLITE_META_NAME`` (``StageModel.meta``).
+int32 (B,1), output "probs" (B,8) over grades B..I (ulna: 7 grades, 8th is 0).
+
+``StageModel.margin``: the crop margin the model was trained with, None when unknown. A .tflite made by
+``tw3 export`` carries it in its metadata entry ``TFLITE_META_NAME`` (``StageModel.meta["crop"]``); a .keras in a
+tw3 run folder has it from the run's run.json.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import numpy as np
 
 from edge_boneage import EdgeBoneageError
 from edge_boneage.tw3_pipeline.constants import N_BONES, N_CLASSES, TFLITE_META_NAME
+from edge_boneage.tw3_pipeline.run_config import trained_margin
 
 if TYPE_CHECKING:
     from edge_boneage.tw3_pipeline.data import StageData
@@ -58,6 +62,17 @@ class StageModel:
             self.size = model_input_size(self._keras)
             self.input_names = set(model_input_names(self._keras))
         self.shared = "bone" in self.input_names
+        self.margin, self.margin_from = self._recorded_margin()
+
+    def _recorded_margin(self) -> tuple[float | None, str | None]:
+        """(margin, where it was recorded) from the .tflite metadata or the .keras's training run, else (None, None)."""
+        crop = self.meta.get("crop") or {}
+        if crop.get("margin") is not None:
+            return float(crop["margin"]), f"{self.path} metadata {TFLITE_META_NAME}"
+        if self.format != "keras" or self.path == "<keras model>":
+            return None, None
+        rec = trained_margin(self.path, self.size)
+        return (rec[0], str(rec[1])) if rec else (None, None)
 
     def predict(self, crops: np.ndarray, bones, batch: int = 128) -> np.ndarray:
         crops = np.asarray(crops, np.uint8)

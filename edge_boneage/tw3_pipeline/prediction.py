@@ -34,8 +34,8 @@ def predict_image(image_path, model, boxes, sex, *, method: str = "topn", thresh
         boxes = boxes_for_image(read_boxes(boxes), image_path, boxes)
     img, meta = read_image(image_path)
     check_boxes_in_image(boxes, img.shape[1], img.shape[0], image_path)
-    if margin is None:
-        margin = float(m.meta.get("crop", {}).get("margin", DEFAULT_MARGIN))
+    if margin is None:  # the model's training margin (.tflite metadata, .keras run folder), else the default
+        margin = m.margin if m.margin is not None else DEFAULT_MARGIN
     t0 = time.perf_counter()
     crops = region_crops(img, boxes, m.size, margin)
     probs = m.predict(crops, np.arange(N_BONES)).reshape(N_BONES, N_CLASSES)

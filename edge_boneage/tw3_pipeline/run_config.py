@@ -1,5 +1,6 @@
-"""A tw3 training run's configuration (``StageTrainConfig``, recorded in the run folder's run.json) and reading it
-back (``config_from_run``: ``tw3 evaluate --run`` takes the data splits from it).
+"""A tw3 training run's configuration (``StageTrainConfig``, recorded in the run folder's run.json) and what later
+steps read back from it: the data splits (``config_from_run``) and the crop margin a stage model was trained with
+(``trained_margin``: ``tw3 export`` writes it into the .tflite, StageModel crops a .keras's regions with it).
 
 Synthetic splits come from one seed and disjoint image-index ranges: train ``[0, n_train)``, validation
 ``[n_train, n_train + n_val)``, test ``[n_train + n_val, n_train + n_val + n_test)``.
@@ -66,7 +67,8 @@ def _run_config(path: Path) -> dict:
     try:
         cfg = json.loads(path.read_text(encoding="utf-8"))["config"]
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise EdgeBoneageError(f"{path}: unreadable run.json ({type(exc).__name__}: {exc})".replace("\n", " ")) from None
+        msg = f"{path}: unreadable run.json ({type(exc).__name__}: {exc})"
+        raise EdgeBoneageError(msg.replace("\n", " ")) from None
     return cfg if isinstance(cfg, dict) else {}
 
 
@@ -81,4 +83,24 @@ def config_from_run(run_dir) -> StageTrainConfig:
     return StageTrainConfig.from_json(cfg)
 
 
-__all__ = ["StageTrainConfig", "config_from_run"]
+def trained_margin(model_path, crop_size: int) -> tuple[float, Path] | None:
+    """(crop margin, run.json) recorded by the tw3 training run a .keras of input size `crop_size` belongs to: the
+    run.json in its folder, or above it for a file in checkpoints/. None when there is none or it is not a tw3
+    run's; a run whose crops have another size than the model's raises (it is not this model's run)."""
+    path = Path(model_path)
+    folders = [path.parent] + ([path.parent.parent] if path.parent.name == "checkpoints" else [])
+    for folder in folders:
+        p = folder / "run.json"
+        if p.is_file():
+            cfg = _run_config(p)
+            if not _RUN_KEYS <= set(cfg):
+                return None
+            c = StageTrainConfig.from_json(cfg)
+            if int(c.crop) != int(crop_size):
+                raise EdgeBoneageError(f"{p}: run crops are {c.crop} px but {path.name} takes {crop_size} px "
+                                       "(not this model's training run)")
+            return float(c.margin), p
+    return None
+
+
+__all__ = ["StageTrainConfig", "config_from_run", "trained_margin"]
