@@ -22,8 +22,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-SPEC_VERSION = 2
-READABLE_VERSIONS = (1, 2)  # version 1 files (no frame / crop fields) read as frame "letterbox", no crop
+SPEC_VERSION = 3  # the newest; a spec without source_size is still written as version 2, which older apps read
+# version 1 files (no frame / crop fields) read as frame "letterbox", no crop; version 2 files have no source_size
+READABLE_VERSIONS = (1, 2, 3)
 ENHANCE_CHOICES = (None, "clahe", "hist")
 FRAME_CHOICES = ("letterbox", "squeeze")
 CROP_CHOICES = (None, "hand")
@@ -158,9 +159,12 @@ def make_frame(img: np.ndarray, frame: str, pad_value: int = 0) -> np.ndarray:
 
 def preprocess_full(img: np.ndarray, size: int, enhance: str | None = None, *, frame: str = "letterbox",
                     crop: str | None = None, crop_margin: float | None = None, clip: float = 2.0,
-                    tiles: tuple[int, int] = (8, 8), pad_value: int = 0):
-    """(uint8 (size, size), hand box dict or None): frame -> [hand crop] -> resize_area -> [enhance].
+                    tiles: tuple[int, int] = (8, 8), pad_value: int = 0, source_size: int | None = None):
+    """(uint8 (size, size), hand box dict or None): frame -> [source_size] -> [hand crop] -> resize_area -> [enhance].
 
+    With source_size the frame is first resized to source_size x source_size (cv2.INTER_AREA), the resolution the
+    model's training images had (RSNA img100: 100): a full-resolution film then reaches the hand crop as the
+    training films did, and a source_size x source_size image is unchanged.
     With crop="hand" the square box of edge_boneage.handcrop.locate_hand (found on the frame, in its 128x128 grid, so
     a squeezed frame gets a box that is square in squeezed coordinates) is cut from the frame (outside -> pad_value 0)
     and resized to size x size with cv2.INTER_AREA. The box is reported in the original image's pixels.
@@ -173,11 +177,20 @@ def preprocess_full(img: np.ndarray, size: int, enhance: str | None = None, *, f
     if crop not in CROP_CHOICES:
         raise ValueError(f"unknown crop {crop!r}; choose one of None, 'hand'")
     f = make_frame(a, frame, pad_value)
+    fx = fy = 1.0  # frame pixels per working pixel
+    if source_size and f.shape != (int(source_size), int(source_size)):
+        fx, fy = f.shape[1] / float(source_size), f.shape[0] / float(source_size)
+        f = cv2.resize(f, (int(source_size), int(source_size)), interpolation=cv2.INTER_AREA)
     box = None
     if crop == "hand":
         hb = handcrop.locate_hand(f, handcrop.DEFAULT_MARGIN if crop_margin is None else crop_margin)
         out = handcrop.crop_box(f, (hb.x0, hb.y0, hb.w, hb.h), (int(size), int(size)))
         box = hb.to_dict()
+        if (fx, fy) != (1.0, 1.0):  # back to frame pixels
+            for k in ("x0", "x1", "hand_x0", "hand_x1", "cx", "w"):
+                box[k] = round(box[k] * fx, 3)
+            for k in ("y0", "y1", "hand_y0", "hand_y1", "cy", "h"):
+                box[k] = round(box[k] * fy, 3)
         if frame == "letterbox":  # report in original pixels
             _side, top, _b, left, _r = letterbox_offsets(*a.shape)
             for k in ("x0", "x1", "hand_x0", "hand_x1", "cx"):
@@ -211,14 +224,17 @@ class PreprocessSpec:
     letterbox: str = LETTERBOX_RULE
     resize: str = RESIZE_RULE
     colour: str = "grey; RGB -> (19595 R + 38470 G + 7471 B + 32768) >> 16; MONOCHROME1 inverted"
-    version: int = SPEC_VERSION
+    version: int | None = None  # None: the lowest version that holds these fields (3 with source_size, else 2)
     frame: str = "letterbox"  # "letterbox" | "squeeze" (see make_frame)
     crop: str | None = None  # None | "hand" (edge_boneage.handcrop)
     crop_margin: float = 0.04
     crop_rule: str | None = None  # handcrop.HAND_RULE when crop == "hand"
+    source_size: int | None = None  # the frame is first resized to this square (the training images' size); v3
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
+        if self.version is None:
+            object.__setattr__(self, "version", 3 if self.source_size is not None else 2)
         if self.enhance == "none":
             object.__setattr__(self, "enhance", None)
         if int(self.input_size) <= 0:
@@ -245,6 +261,12 @@ class PreprocessSpec:
                 object.__setattr__(self, "crop_rule", HAND_RULE)
             elif self.crop_rule != HAND_RULE:
                 raise ValueError(f"PreprocessSpec: hand-crop rule {self.crop_rule!r} is not this code's {HAND_RULE!r}")
+        if self.source_size is not None:
+            if self.version < 3:
+                raise ValueError(f"PreprocessSpec: source_size needs spec version 3, got version {self.version}")
+            if int(self.source_size) < 16:
+                raise ValueError(f"PreprocessSpec: source_size must be >= 16, got {self.source_size}")
+            object.__setattr__(self, "source_size", int(self.source_size))
         object.__setattr__(self, "clahe_tiles", tuple(int(t) for t in self.clahe_tiles))
         object.__setattr__(self, "value_range", tuple(int(v) for v in self.value_range))
 
@@ -255,10 +277,12 @@ class PreprocessSpec:
         """(uint8 (S, S) model image, hand box dict in image pixels or None)."""
         return preprocess_full(img, self.input_size, self.enhance, frame=self.frame, crop=self.crop,
                                crop_margin=self.crop_margin, clip=self.clahe_clip, tiles=self.clahe_tiles,
-                               pad_value=self.pad_value)
+                               pad_value=self.pad_value, source_size=self.source_size)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
+        if d["source_size"] is None:  # a version-2 record, byte for byte as before (older apps refuse unknown keys)
+            del d["source_size"]
         d["clahe_tiles"] = list(self.clahe_tiles)
         d["value_range"] = list(self.value_range)
         return d

@@ -345,3 +345,32 @@ def test_spec_round_trip_and_validation():
         PreprocessSpec(input_size=10, enhance="gamma")
     with pytest.raises(ValueError, match="uint8"):
         PreprocessSpec(input_size=10, dtype="float32")
+
+
+def test_source_size_resizes_the_frame_first_and_reports_the_box_in_image_pixels():
+    """source_size (contract v3): the frame is resized to the training images' square (cv2.INTER_AREA) before the
+    hand crop, so a full-resolution film reaches the crop as the 100x100 set's films did; an image already of that
+    size is unchanged; without it the record is the version-2 one, byte for byte."""
+    import cv2
+
+    from edge_boneage.preprocess import PreprocessSpec
+
+    rng = np.random.default_rng(0)
+    big = np.zeros((400, 300), np.uint8)
+    big[80:330, 60:240] = 180
+    big = cv2.GaussianBlur(big, (9, 9), 0) + rng.integers(0, 20, big.shape, dtype=np.uint8)
+    s3 = PreprocessSpec(input_size=64, frame="squeeze", crop="hand", source_size=100)
+    s2 = PreprocessSpec(input_size=64, frame="squeeze", crop="hand")
+    assert s3.version == 3 and s2.version == 2 and "source_size" not in s2.to_dict()
+    assert PreprocessSpec.from_json(s3.to_json()) == s3 and PreprocessSpec.from_json(s2.to_json()) == s2
+    small = cv2.resize(big, (100, 100), interpolation=cv2.INTER_AREA)
+    x_big, box_big = s3.apply_with_box(big)
+    x_small, box_small = s2.apply_with_box(small)
+    np.testing.assert_array_equal(x_big, x_small)  # the same pixels as the 100x100 image itself
+    np.testing.assert_array_equal(s3.apply(small), x_small)
+    assert box_big["x0"] == pytest.approx(box_small["x0"] * 3, abs=0.01)
+    assert box_big["h"] == pytest.approx(box_small["h"] * 4, abs=0.01)
+    with pytest.raises(ValueError, match="needs spec version 3"):
+        PreprocessSpec(input_size=64, source_size=100, version=2)
+    with pytest.raises(ValueError, match=">= 16"):
+        PreprocessSpec(input_size=64, source_size=8)
