@@ -245,6 +245,18 @@ def test_calibrate_folds_correction_and_interval_into_the_model(tmp_path, capsys
     assert meta["outputs"]["age"]["interval"] == a_layer.interval
     assert meta["source_validation_mae_months"] == pytest.approx(rec["val_mae_months"])
 
+    # --source-size: checked on the run's images, then carried in the contract (.keras and .tflite)
+    assert main(["calibrate", str(run), "--out", str(tmp_path / "bad.keras"), "--source-size", "100"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not all 100x100" in err[0] and not (tmp_path / "bad.keras").exists(), err
+    assert main(["calibrate", str(run), "--out", str(tmp_path / "ss.keras"), "--source-size", "32"]) == 0
+    from edge_boneage.modelfile import open_model
+
+    assert open_model(tmp_path / "ss.keras").spec.source_size == 32
+    assert main(["export", str(tmp_path / "ss.keras"), "--out", str(tmp_path / "ss.tflite")]) == 0
+    spec = open_model(tmp_path / "ss.tflite").spec
+    assert spec.source_size == 32 and spec.version == 3
+
 
 def test_bias_correction_fits_against_numpy_lstsq():
     """ols = least squares of true on pred; inverse = least squares of pred on true, inverted (Deeplasia): it undoes

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from edge_boneage import EdgeBoneageError
 
 
@@ -17,6 +19,10 @@ def register(subparsers) -> None:
     p.add_argument("--model", help="model to correct (default: RUN/best.keras)")
     p.add_argument("--out", required=True, help="output .keras")
     p.add_argument("--coverage", type=float, default=0.9, help="prediction interval coverage (default 0.9)")
+    p.add_argument("--source-size", type=int, metavar="N",
+                   help="also state in the model's input contract that its training images were N x N (the RSNA "
+                        "100x100 set: 100), so full-resolution films are first reduced to N x N as those were "
+                        "(contract field source_size); checked on every image of the run's data")
     p.add_argument("--method", choices=("ols", "inverse"), default="ols",
                    help="ols: least squares of true on pred (default); inverse: regress pred on true and invert, as "
                         "Deeplasia does (undoes the pull to the middle age: young and old bands lose their bias)")
@@ -24,7 +30,6 @@ def register(subparsers) -> None:
 
 
 def handler(args) -> int:
-    import numpy as np
 
     from edge_boneage import calibrate, train as T
 
@@ -42,7 +47,11 @@ def handler(args) -> int:
     a, b = calibrate.fit_linear(pred, true, args.method)
     import keras
 
-    model = keras.Model.from_config(age_model.model.get_config())  # same graph and config, no optimizer (shippable)
+    config = age_model.model.get_config()
+    if args.source_size:
+        check_source_size(run, args.source_size)
+        set_source_size(config, args.source_size)
+    model = keras.Model.from_config(config)  # same graph and config, no optimizer (shippable)
     model.set_weights(age_model.model.get_weights())
     after = a * pred + b
     rec = calibrate.apply_linear(model, a, b, n=len(true), fitted_on=f"{run.name}: validation ids of run.json "
@@ -65,3 +74,42 @@ def handler(args) -> int:
         f"(n={b['n']})" for b in interval["bands"]))
     print(f"wrote {out} ({rec})")
     return 0
+
+
+def check_source_size(run: Path, n: int) -> None:
+    """Every image of the run's data source is n x n (read from the file headers), else a one-line error."""
+    from PIL import Image
+
+    from edge_boneage import train as T
+    from edge_boneage.sources import _field
+
+    src = T.load_source(T.config_from_run(run))
+    if not hasattr(src, "samples"):  # drawn in memory (synthetic): the arrays' own size
+        sizes = {tuple(np.asarray(src.images).shape[1:3])}
+        bad = [] if sizes == {(n, n)} else [f"synthetic images are {sizes}"]
+    else:
+        bad = []
+        for s in src.samples:
+            path = _field(s, "path")
+            try:
+                with Image.open(path) as im:
+                    if im.size != (n, n):
+                        bad.append(f"{path} is {im.size[0]}x{im.size[1]}")
+            except OSError as exc:
+                bad.append(f"{path}: {exc}")
+            if len(bad) >= 3:
+                break
+    if bad:
+        raise EdgeBoneageError(f"--source-size {n}: the run's images are not all {n}x{n} ({'; '.join(bad)})")
+
+
+def set_source_size(config: dict, n: int) -> None:
+    """Write source_size n (contract version 3) into the model config's input contract (the layer holding
+    `preprocess`), checked by PreprocessSpec."""
+    from edge_boneage.preprocess import PreprocessSpec
+
+    hits = [lay["config"] for lay in config.get("layers", []) if isinstance(lay.get("config", {}).get("preprocess"), dict)]
+    if len(hits) != 1:
+        raise EdgeBoneageError(f"--source-size: the model has {len(hits)} input contracts (expected 1)")
+    d = {**hits[0]["preprocess"], "source_size": int(n), "version": 3}
+    hits[0]["preprocess"] = PreprocessSpec.from_dict(d).to_dict()
