@@ -81,6 +81,9 @@ class TrainConfig:
     enhance: str | None = None  # preprocess enhancement (None = the preprocessing spec's default)
     frame: str = "letterbox"  # preprocess frame rule: "letterbox" | "squeeze" (how the RSNA 100x100 set was made)
     crop: str | None = None  # None | "hand" (edge_boneage.handcrop)
+    # the square the frame is first resized to (contract source_size): N, None, or "auto" = the images' own size when
+    # every image of a file source is the same N x N (RSNA img100: 100), resolved and recorded when the run starts
+    source_size: int | str | None = None
     val_fraction: float = 0.1
     # "random": val_fraction of the data, stratified; "protocol": the fixed RSNA protocol (PROTOCOL_DOC): 80/10/10
     # train/val/test stratified by age band and sex, after setting aside every id of <rsna_dir>/fullres.csv
@@ -129,14 +132,17 @@ class TrainConfig:
         """The input contract this run trains with (edge_boneage.preprocess.PreprocessSpec)."""
         from edge_boneage.preprocess import PreprocessSpec
 
-        return PreprocessSpec(input_size=self.size, enhance=self.enhance, frame=self.frame, crop=self.crop)
+        if isinstance(self.source_size, str):
+            raise EdgeBoneageError(f"source_size {self.source_size!r} is not resolved yet (resolve_source_size)")
+        return PreprocessSpec(input_size=self.size, enhance=self.enhance, frame=self.frame, crop=self.crop,
+                              source_size=self.source_size)
 
 
 #: The CPU recipe (train's --recipe cpu) and the seed paper's GPU settings (--recipe paper); fields of TrainConfig.
 RECIPES = {
     "cpu": dict(optimizer="adamw", lr=5e-4, weight_decay=1e-4, schedule="cosine", warmup_epochs=1.0, batch=32,
                 ema=0.99, sigma_years=1.0, probs_loss_weight=0.1, age_loss_weight=1.0, aug_scale=(0.75, 1.33),
-                aug_gamma=0.3, aug_rot_deg=15.0, frame="squeeze", crop="hand"),
+                aug_gamma=0.3, aug_rot_deg=15.0, frame="squeeze", crop="hand", source_size="auto"),
     "paper": dict(optimizer="adam", lr=1e-4, weight_decay=0.0, schedule="constant", warmup_epochs=0.0, batch=8,
                   ema=0.0, sigma_years=0.0, probs_loss_weight=1.0, age_loss_weight=1.0, aug_scale=None,
                   aug_gamma=0.0, aug_rot_deg=10.0, epochs=80, size=224),
@@ -244,6 +250,46 @@ def _file_samples(config: TrainConfig) -> list:
     if not samples:
         raise EdgeBoneageError(f"{config.labels_csv or config.rsna_dir}: no usable samples")
     return samples
+
+
+def common_square_size(samples) -> int | None:
+    """N when every sample's image file is N x N (read from the headers, no decode), else None."""
+    from PIL import Image
+
+    from edge_boneage.sources import _field
+
+    sizes = set()
+    for s in samples:
+        try:
+            with Image.open(_field(s, "path")) as im:
+                sizes.add(im.size)
+        except OSError:
+            return None  # an unreadable file is reported by the data loader, not here
+        if len(sizes) > 1:
+            return None
+    (w, h), = sizes or {(0, 1)}
+    return int(w) if w == h else None
+
+
+def resolve_source_size(config: TrainConfig) -> TrainConfig:
+    """config with source_size "auto" replaced by the file images' common square size (None for synthetic data
+    drawn at model size, or mixed sizes); "none" -> None."""
+    v = config.source_size
+    if v in (None, "none"):
+        return dataclasses.replace(config, source_size=None)
+    if v == "auto":
+        n = None if config.data == "synth" else common_square_size(_file_samples(config)[: config.limit or None])
+        if n:
+            print(f"train: every image of the data is {n}x{n}: the model's contract records source_size {n} "
+                  f"(larger images are reduced to {n}x{n} first, as these were)", file=sys.stderr)
+        return dataclasses.replace(config, source_size=n)
+    try:
+        n = int(v)
+    except (TypeError, ValueError):
+        raise EdgeBoneageError(f"--source-size {v!r}: expected a number of pixels, auto or none") from None
+    if n < 16:
+        raise EdgeBoneageError(f"--source-size {n}: must be >= 16 pixels")
+    return dataclasses.replace(config, source_size=n)
 
 
 def load_source(config: TrainConfig):
@@ -611,6 +657,7 @@ def train(config: TrainConfig, source=None, *, explicit=None) -> TrainResult:
         raise EdgeBoneageError(f"{out}: already holds a training run (state.json); pass --resume or another --out")
     if config.batch < 1 or config.epochs < 1:
         raise EdgeBoneageError("batch and epochs must be >= 1")
+    config = resolve_source_size(config)
     if state and int(state["epoch"]) + 1 >= config.epochs and (out / "best.keras").is_file():
         best = out / "best.keras"
         return TrainResult(out=str(out), epochs_done=int(state["epoch"]) + 1, initial_epoch=int(state["epoch"]) + 1,

@@ -7,6 +7,7 @@ images, a few dozen samples, 1-4 epochs. Slow or crash-prone things run in child
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import signal
@@ -458,3 +459,30 @@ def test_unknown_enhance_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as e:
         main(["train", "--enhance", "sharpen"])
     assert e.value.code == 2 and "invalid choice: 'sharpen'" in capsys.readouterr().err
+
+
+def test_source_size_auto_is_the_data_files_common_square(tmp_path):
+    """--source-size auto (the cpu recipe): the file images' own size when all are N x N (read from headers),
+    None for mixed sizes or synthetic data; the resolved number is what the contract gets."""
+    import cv2
+
+    d = tmp_path / "imgs"
+    d.mkdir()
+    rows = ["id,boneage,male"]
+    for i in range(6):
+        cv2.imwrite(str(d / f"{i}.png"), np.full((40, 40), 30 * i, np.uint8))
+        rows.append(f"{i},{24 + 12 * i},{'True' if i % 2 else 'False'}")
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    cfg = T.TrainConfig(data="csv", labels_csv=str(tmp_path / "labels.csv"), image_dir=str(d), source_size="auto",
+                        size=32, frame="squeeze", crop="hand")
+    r = T.resolve_source_size(cfg)
+    assert r.source_size == 40 and r.preprocess_spec().source_size == 40 and r.preprocess_spec().version == 3
+    cv2.imwrite(str(d / "5.png"), np.full((40, 50), 99, np.uint8))  # one odd size: no common square
+    assert T.resolve_source_size(cfg).source_size is None
+    assert T.resolve_source_size(dataclasses.replace(cfg, source_size="none")).preprocess_spec().version == 2
+    assert T.resolve_source_size(dataclasses.replace(cfg, data="synth")).source_size is None
+    assert T.resolve_source_size(dataclasses.replace(cfg, source_size="100")).source_size == 100
+    with pytest.raises(EdgeBoneageError, match="--source-size 'big'"):
+        T.resolve_source_size(dataclasses.replace(cfg, source_size="big"))
+    with pytest.raises(EdgeBoneageError, match="not resolved"):
+        cfg.preprocess_spec()

@@ -53,8 +53,10 @@ def handler(args) -> int:
         cfg = T.TrainConfig(data=args.data, synth_n=args.synth_n, rsna_dir=args.rsna_dir, labels_csv=args.labels_csv,
                             image_dir=args.image_dir, limit=args.limit, size=model.size,
                             enhance=spec.enhance if spec.version > 1 else args.enhance, frame=spec.frame,
-                            crop=spec.crop, seed=args.seed)
+                            crop=spec.crop, source_size=spec.source_size, seed=args.seed)
         source = T.load_source(cfg)
+        if getattr(source, "spec", None) is not None and spec.version > 1:
+            source.spec = spec  # file images go through the model's whole contract (crop margin included)
         if args.skip_bad and hasattr(source, "readable"):
             source, bad = source.readable()
             for line in bad:

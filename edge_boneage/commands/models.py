@@ -28,7 +28,8 @@ def describe() -> list[dict]:
         contract = None
         if e.task == "age":  # what `train` (default recipe, no --enhance) writes into the model
             rec = RECIPES["cpu"]
-            contract = {"frame": rec["frame"], "crop": rec["crop"], "enhance": None, "input_size": "--size (train)"}
+            contract = {"frame": rec["frame"], "crop": rec["crop"], "enhance": None, "input_size": "--size (train)",
+                        "source_size": rec["source_size"]}
         rows.append({"name": e.name, "task": e.task, "inputs": inputs, "default_input_size": size,
                      "description": e.description, "knobs": knobs, "default_contract": contract})
     return rows
@@ -42,7 +43,8 @@ def handler(args) -> int:
         return 0
     for r in rows:
         c = r["default_contract"]
-        cs = f"; train's default contract: frame {c['frame']}, crop {c['crop']}, enhance {c['enhance']}" if c else ""
+        cs = (f"; train's default contract: frame {c['frame']}, crop {c['crop']}, enhance {c['enhance']}, "
+              f"source_size {c['source_size']}") if c else ""
         print(f"{r['name']:<24} {r['task']:<10} inputs {'+'.join(r['inputs'])}, {r['default_input_size']} px{cs}")
         print(f"    {r['description']}")
         print("    knobs: " + ", ".join(f"{k}={v!r}" for k, v in r["knobs"].items() if k != "input_size"))

@@ -67,6 +67,9 @@ def register(subparsers) -> None:
     p.add_argument("--size", type=int, help="input size S (default 224)")
     p.add_argument("--frame", choices=("letterbox", "squeeze"), help="frame rule before resizing (recipe's)")
     p.add_argument("--crop", choices=("none", "hand"), help="crop to the located hand (recipe's)")
+    p.add_argument("--source-size", metavar="N|auto|none",
+                   help="the square larger images are first reduced to (contract source_size); auto (cpu recipe): "
+                        "the data's own size when every image is N x N, e.g. 100 for the RSNA 100x100 set")
     p.add_argument("--split", choices=("random", "protocol"), default="random",
                    help="random: --val-fraction stratified; protocol: fixed RSNA 80/10/10 train/val/test, full-res ids "
                         "set aside (edge_boneage.train.PROTOCOL_DOC)")
@@ -108,7 +111,7 @@ def handler(args) -> int:
     from edge_boneage.train import RECIPES
 
     kw = dict(RECIPES[args.recipe])
-    for name in ("size", "frame", "crop", "epochs", "batch", "lr", "optimizer", "weight_decay", "schedule",
+    for name in ("size", "frame", "crop", "source_size", "epochs", "batch", "lr", "optimizer", "weight_decay", "schedule",
                  "warmup_epochs", "ema", "pretrained", "age_loss_weight", "probs_loss_weight", "sigma_years"):
         v = getattr(args, name)
         if v is not None:
