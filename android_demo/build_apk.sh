@@ -32,7 +32,7 @@ bash "$HERE/fetch_litertjs.sh"
 B="$HERE/build/apk"
 rm -rf "$B"; mkdir -p "$B/assets/web" "$B/gen" "$B/classes" "$B/dex"
 SRC="$HERE/app/src/main"
-cp "$HERE/web/index.html" "$HERE/web/app.js" "$HERE/web/boneage.js" "$B/assets/web/"
+cp "$HERE/web/index.html" "$HERE/web/"*.js "$B/assets/web/"  # app, boneage, decode, quality (+ constants)
 mkdir -p "$B/assets/web/vendor"
 cp -r "$HERE/web/vendor/litertjs" "$B/assets/web/vendor/"
 if [ -n "$MODEL" ]; then mkdir -p "$B/assets/web/models"; cp "$MODEL" "$B/assets/web/models/default.tflite"; fi

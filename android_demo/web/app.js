@@ -1,11 +1,17 @@
 // edge-boneage demo page: load a .tflite (bundled models/default.tflite or user-chosen), read its metadata,
-// preprocess a radiograph exactly like edge_boneage.preprocess, run LiteRT.js (WASM, CPU) and show the result.
-// window.edgeBoneage is a small API used by tests/test_android_demo.py and android_demo/bench_wasm.py.
+// preprocess a radiograph exactly like edge_boneage.preprocess, run LiteRT.js (WASM, CPU) and show the result,
+// flagged (the age still shown) when the input quality gate (quality.js, edge_boneage.quality) does not accept the
+// picture as a hand radiograph.
+// window.edgeBoneage is a small API used by tests/test_android_demo.py, tests/test_quality_ports.py and
+// android_demo/bench_wasm.py.
 import { loadLiteRt, loadAndCompile, Tensor } from "@litertjs/core";
 import * as B from "./boneage.js";
+import * as Q from "./quality.js";
+import { decodeBlob } from "./decode.js";
 
 const $ = (id) => document.getElementById(id);
-const state = { model: null, meta: null, spec: null, inputs: {}, outputs: [], label: "", grey: null, imageName: "" };
+const state = { model: null, meta: null, spec: null, inputs: {}, outputs: [], label: "", grey: null, source: null,
+                imageName: "" };
 let runtimeReady = null;
 
 function showError(e) {
@@ -75,26 +81,23 @@ async function loadModelUrl(url) {
 
 // ---------------------------------------------------------------------------------------------------- image
 
-async function decodeToGrey(blob) {
-  let bmp;
-  try {
-    bmp = await createImageBitmap(blob, { colorSpaceConversion: "none", premultiplyAlpha: "none" });
-  } catch (e) {
-    throw new Error("cannot decode the image (PNG or JPEG expected; DICOM is not supported in the app)");
-  }
-  const c = document.createElement("canvas");
-  c.width = bmp.width; c.height = bmp.height;
-  const ctx = c.getContext("2d", { willReadFrequently: true });
-  ctx.drawImage(bmp, 0, 0);
-  const rgba = ctx.getImageData(0, 0, bmp.width, bmp.height).data;
-  bmp.close && bmp.close();
-  return B.rgbaToGrey(rgba, c.width, c.height);
+/** {grey, source}: the grey image the model sees and what the quality gate's colour check needs (decode.js). */
+async function fetchImage(url) {
+  const resp = await fetch(url);
+  if (!resp.ok) throw new Error(`${url}: HTTP ${resp.status}`);
+  return decodeBlob(await resp.blob());
 }
 
 async function fetchGrey(url) {
-  const resp = await fetch(url);
-  if (!resp.ok) throw new Error(`${url}: HTTP ${resp.status}`);
-  return decodeToGrey(await resp.blob());
+  return (await fetchImage(url)).grey;
+}
+
+/** The quality gate on a decoded image, as `predict` runs it: the model's hand box is reused when it was found on
+ * the image itself (frame "squeeze"), otherwise the hand is located on the image here. */
+function qualityOf(grey, source, box) {
+  const t0 = performance.now();
+  const q = Q.assess(grey, source, box && state.spec && state.spec.frame === "squeeze" ? box : null);
+  return { ...q, warning: Q.warning(q), ms: performance.now() - t0 };
 }
 
 // ---------------------------------------------------------------------------------------------------- inference
@@ -122,11 +125,12 @@ async function runOnce(feeds) {
   return res;
 }
 
-async function predictGrey(grey, sex) {
+async function predictGrey(grey, sex, source = null) {
   if (!state.model) throw new Error("load a model first");
   const t0 = performance.now();
-  const img = B.preprocess(grey, state.spec);
+  const { image: img, box } = B.preprocessWithBox(grey, state.spec);
   const t1 = performance.now();
+  const quality = qualityOf(grey, source, box);
   const feeds = inputTensors(img, sex);
   const t2 = performance.now();
   const out = await runOnce(feeds);
@@ -140,7 +144,7 @@ async function predictGrey(grey, sex) {
     age, ...B.yearsMonths(age), probs, decoded: probs ? B.decodeProbs(probs) : null,
     interval: B.intervalFor(age, ival), coverage: ival ? ival.coverage : null,
     preprocessMs: t1 - t0, inferenceMs: t3 - t2, input: img,
-    source: { width: grey.width, height: grey.height },
+    source: { width: grey.width, height: grey.height }, quality,
   };
 }
 
@@ -207,15 +211,38 @@ function drawChart(probs, ageMonths) {
   ctx.fillStyle = "#5a6470"; ctx.fillText("years", W - 50, H - 2);
 }
 
+function showQuality(q) {
+  const box = $("quality");
+  box.replaceChildren();
+  $("age").classList.toggle("flagged", !q.ok);
+  $("qflag").hidden = q.ok;
+  box.className = q.ok ? "muted" : "qbox";
+  if (q.ok) {
+    box.textContent = `Input check (${q.scores.gate}): accepted as a hand radiograph`;
+    return;
+  }
+  const head = document.createElement("div");
+  head.className = "qhead";
+  head.textContent = q.warning;
+  const list = document.createElement("ul");
+  for (const reason of q.reasons) {
+    const li = document.createElement("li");
+    li.textContent = `${reason}: ${q.scores.details[reason]}`;
+    list.append(li);
+  }
+  box.append(head, list);
+}
+
 function showResult(r, grey) {
   $("resultcard").hidden = false;
   $("age").textContent = `${r.years} y ${r.months} m`;
+  showQuality(r.quality);
   $("agesub").textContent = `${r.age.toFixed(1)} months` +
     (r.interval ? ` · ${Math.round(100 * (r.coverage || 0.9))} % interval ${(r.interval[0] / 12).toFixed(1)}–` +
       `${(r.interval[1] / 12).toFixed(1)} y` : "") +
     (r.decoded ? ` · most likely ${r.decoded.argmax}–${r.decoded.argmax + 1} y (p = ${r.probs[r.decoded.argmax].toFixed(2)})` : "");
   $("latency").textContent = `LiteRT inference ${r.inferenceMs.toFixed(1)} ms · preprocessing ${r.preprocessMs.toFixed(1)} ms ` +
-    `(${r.source.width}×${r.source.height} → ${state.spec.input_size}²)`;
+    `(${r.source.width}×${r.source.height} → ${state.spec.input_size}²) · input check ${r.quality.ms.toFixed(1)} ms`;
   $("insize").textContent = `${state.spec.input_size}×${state.spec.input_size}`;
   drawGrey($("modelin"), r.input);
   drawGrey($("preview"), grey, 300);
@@ -234,7 +261,7 @@ function updateRunButton() {
 async function runUi() {
   $("error").textContent = "";
   try {
-    const r = await predictGrey(state.grey, selectedSex());
+    const r = await predictGrey(state.grey, selectedSex(), state.source);
     showResult(r, state.grey);
     document.title = "DONE";
   } catch (e) { showError(e); }
@@ -244,7 +271,7 @@ async function onImageFile(file) {
   if (!file) return;
   $("error").textContent = "";
   try {
-    state.grey = await decodeToGrey(file);
+    ({ grey: state.grey, source: state.source } = await decodeBlob(file));
     state.imageName = file.name;
     updateRunButton();
     if (!$("run").disabled) await runUi();
@@ -273,11 +300,20 @@ function wireUi() {
 // ---------------------------------------------------------------------------------------------------- startup
 
 window.edgeBoneage = {
-  B, state, initRuntime, loadModelUrl, loadModelBytes, fetchGrey, benchmark,
+  B, Q, state, initRuntime, loadModelUrl, loadModelBytes, fetchGrey, fetchImage, benchmark,
   async predictUrl(url, sex) {
-    const r = await predictGrey(await fetchGrey(url), sex);
+    const { grey, source } = await fetchImage(url);
+    const r = await predictGrey(grey, sex, source);
+    const q = r.quality;
     return { age: r.age, years: r.years, months: r.months, probs: r.probs, inferenceMs: r.inferenceMs,
-             preprocessMs: r.preprocessMs, source: r.source, interval: r.interval };
+             preprocessMs: r.preprocessMs, source: r.source, interval: r.interval,
+             quality: { ok: q.ok, reasons: q.reasons, details: q.scores.details, warning: q.warning } };
+  },
+  async qualityUrl(url) {  // the page's decode + the quality gate, no model needed (tests/test_quality_ports.py)
+    const { grey, source } = await fetchImage(url);
+    const q = qualityOf(grey, source, null);
+    return { ok: q.ok, reasons: q.reasons, scores: q.scores, raw: q.raw, warning: q.warning, ms: q.ms,
+             format: source.format, mode: source.mode };
   },
   async preprocessUrl(url, spec) {  // base64 of the S x S model input, for pixel-parity tests
     const img = B.preprocess(await fetchGrey(url), spec || state.spec);
@@ -285,12 +321,16 @@ window.edgeBoneage = {
     return { width: img.width, height: img.height, b64: btoa(s) };
   },
   async showUrl(url, sex) {  // load an image by URL into the UI and run it (screenshots)
-    state.grey = await fetchGrey(url);
+    ({ grey: state.grey, source: state.source } = await fetchImage(url));
     const el = document.querySelector(`input[name="sex"][value="${sex}"]`);
     if (el) el.checked = true;
     updateRunButton();
     await runUi();
     return $("age").textContent;
+  },
+  shownQuality() {  // what the result card shows about the input check (tests)
+    return { flagShown: !$("qflag").hidden, flagText: $("qflag").textContent,
+             ageMarked: $("age").classList.contains("flagged"), text: $("quality").innerText, age: $("age").textContent };
   },
 };
 

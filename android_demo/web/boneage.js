@@ -593,7 +593,7 @@ function largestComponent(m, w, h) {
 }
 
 /** numpy's pairwise summation of float64 (np.add.reduce / np.mean of a contiguous 1-D array). */
-function pairwiseSum(a, lo, n) {
+export function pairwiseSum(a, lo, n) {
   if (n < 8) {
     let s = 0;
     for (let i = 0; i < n; i++) s += a[lo + i];
