@@ -15,6 +15,7 @@ import android.widget.RadioButton;
 import android.widget.RadioGroup;
 import android.widget.TextView;
 
+import java.io.ByteArrayOutputStream;
 import java.io.FileInputStream;
 import java.io.InputStream;
 import java.nio.ByteBuffer;
@@ -29,6 +30,7 @@ import org.edgeboneage.core.AgeResult;
 import org.edgeboneage.core.GreyImage;
 import org.edgeboneage.core.Preprocess;
 import org.edgeboneage.core.PreprocessSpec;
+import org.edgeboneage.core.Quality;
 import org.edgeboneage.core.TfliteMetadata;
 import org.tensorflow.lite.DataType;
 import org.tensorflow.lite.Interpreter;
@@ -37,6 +39,8 @@ import org.tensorflow.lite.Tensor;
 /**
  * Native LiteRT version of the demo: gallery image -> Java core preprocessing (bit-exact with edge_boneage) ->
  * org.tensorflow.lite.Interpreter (com.google.ai.edge.litert) by signature names "image"/"sex" -> "age"/"probs".
+ * The input quality gate (org.edgeboneage.core.Quality, a port of edge_boneage.quality) runs on every picture: one it
+ * does not accept as a hand radiograph gets its age shown, marked, with predict's warning line and the reasons.
  * Not built in this repository (no Google Maven there); see android_demo/README.md.
  */
 public class MainActivity extends Activity {
@@ -48,6 +52,7 @@ public class MainActivity extends Activity {
     private ImageView preview;
     private RadioGroup sex;
     private Bitmap bitmap;
+    private String[] formatMode = {null, null};  // the picked file's format and Pillow mode (Quality.sourceMode)
 
     @Override
     protected void onCreate(Bundle state) {
@@ -107,11 +112,16 @@ public class MainActivity extends Activity {
         if (req != PICK || res != RESULT_OK || data == null) return;
         try {
             InputStream in = getContentResolver().openInputStream(data.getData());
+            ByteArrayOutputStream buf = new ByteArrayOutputStream();
+            byte[] chunk = new byte[1 << 16];
+            for (int n; (n = in.read(chunk)) > 0; ) buf.write(chunk, 0, n);
+            in.close();
+            byte[] bytes = buf.toByteArray();
+            formatMode = Quality.sourceMode(bytes);  // the colour check needs the file's mode, as read_image records it
             BitmapFactory.Options o = new BitmapFactory.Options();
             o.inPreferredConfig = Bitmap.Config.ARGB_8888;
             o.inPremultiplied = false;
-            bitmap = BitmapFactory.decodeStream(in, null, o);
-            in.close();
+            bitmap = BitmapFactory.decodeByteArray(bytes, 0, bytes.length, o);
             preview.setImageBitmap(bitmap);
             run();
         } catch (Exception e) {
@@ -126,8 +136,14 @@ public class MainActivity extends Activity {
         int[] argb = new int[w * h];
         bitmap.getPixels(argb, 0, w, 0, 0, w, h);
         long t0 = SystemClock.elapsedRealtimeNanos();
-        GreyImage img = Preprocess.preprocess(Preprocess.argbToGrey(argb, w, h), spec);
+        GreyImage grey = Preprocess.argbToGrey(argb, w, h);
+        Preprocess.Result pre = Preprocess.preprocessWithBox(grey, spec);
+        GreyImage img = pre.image;
         long t1 = SystemClock.elapsedRealtimeNanos();
+        // as predict: the model's hand box is reused when it was found on the image itself (frame "squeeze")
+        Quality.Result quality = Quality.assess(grey, new Quality.Source(formatMode[0], formatMode[1], argb, w, h),
+            "squeeze".equals(spec.frame) ? pre.box : null);
+        long tq = SystemClock.elapsedRealtimeNanos();
         Tensor it = interpreter.getInputTensorFromSignature("image", "serving_default");
         ByteBuffer x;
         if (it.dataType() == DataType.UINT8) {
@@ -150,7 +166,8 @@ public class MainActivity extends Activity {
         interpreter.runSignature(inputs, outputs, "serving_default");
         long t3 = SystemClock.elapsedRealtimeNanos();
         AgeResult r = new AgeResult(age[0][0], probs[0]);
-        out.setText(String.format(Locale.ROOT, "%s\nmost likely %d-%d y\nLiteRT %.1f ms, preprocessing %.1f ms",
-            r.label(), r.argmax(), r.argmax() + 1, (t3 - t2) / 1e6, (t1 - t0) / 1e6));
+        out.setText(String.format(Locale.ROOT, "%s\nmost likely %d-%d y\n%s\nLiteRT %.1f ms, preprocessing %.1f ms, "
+            + "input check %.1f ms", quality.markAge(r.label()), r.argmax(), r.argmax() + 1, quality.summary(),
+            (t3 - t2) / 1e6, (t1 - t0) / 1e6, (tq - t1) / 1e6));
     }
 }
