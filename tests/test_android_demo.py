@@ -239,6 +239,37 @@ def test_page_shows_result_and_refuses_missing_sex(page, images):
         page.evaluate(f"edgeBoneage.predictUrl('{_url(images, 'portrait')}', null)")
 
 
+def test_page_flags_a_non_radiograph_beside_the_age(page, images):
+    """The page runs the input quality gate (quality.js, edge_boneage.quality) on every picture it estimates: a picture
+    Python's gate does not accept gets its age shown but marked, with the same warning line and reasons as `predict`;
+    an accepted one (a real radiograph, with ../shared) shows no flag. Agreement on a whole suite of inputs:
+    tests/test_quality_ports.py."""
+    from edge_boneage.io import read_image
+    from edge_boneage.quality import assess
+
+    _load(page, "tiny64")
+    for name in ("noise", "colour", "rsna"):
+        if name not in images:
+            continue
+        want = assess(*read_image(images[name]))
+        label = page.evaluate(f"edgeBoneage.showUrl('{_url(images, name)}', 1)", timeout=60)
+        shown = page.evaluate("edgeBoneage.shownQuality()")
+        got = page.evaluate(f"edgeBoneage.predictUrl('{_url(images, name)}', 1)", timeout=60)["quality"]
+        assert re.fullmatch(r"\d+ y \d+ m", label) and shown["age"] == label, f"{name}: the age is still shown"
+        assert (got["ok"], got["reasons"], got["details"]) == (want.ok, want.reasons, want.scores["details"]), name
+        if want.ok:
+            assert not shown["flagShown"] and not shown["ageMarked"]
+            assert "accepted as a hand radiograph" in shown["text"]
+        else:
+            line = (f"WARNING: not accepted as a hand radiograph: {', '.join(want.reasons)} "
+                    f"(age shown for reference only)")  # Prediction.quality_warning
+            assert shown["flagShown"] and shown["ageMarked"] and "not accepted" in shown["flagText"], (name, shown)
+            assert got["warning"] == line and line in shown["text"], (name, shown["text"])
+            for reason in want.reasons:
+                assert f"{reason}: {want.scores['details'][reason]}" in shown["text"], (name, reason)
+    assert not assess(*read_image(images["noise"])).ok  # the flagged branch ran
+
+
 # ------------------------------------------------------------------------------------------------------------
 # frame and hand-crop rules (spec version 2): boneage.js and the Java core against PreprocessSpec.apply_with_box,
 # and the OpenCV calls edge_boneage.handcrop makes, one by one, against cv2
@@ -706,13 +737,16 @@ def test_apk_builds_signed_and_verifies(tmp_path, litertjs, models):
     with zipfile.ZipFile(apk) as z:
         names = set(z.namelist())
         assert {"classes.dex", "AndroidManifest.xml", "assets/web/index.html", "assets/web/app.js",
-                "assets/web/boneage.js", "assets/web/vendor/litertjs/wasm/litert_wasm_internal.wasm",
+                "assets/web/boneage.js", "assets/web/decode.js", "assets/web/quality.js",
+                "assets/web/quality_constants.js", "assets/web/vendor/litertjs/wasm/litert_wasm_internal.wasm",
                 "assets/web/models/default.tflite"} <= names
         assert z.read("assets/web/models/default.tflite") == models["tiny64"].read_bytes()
-        assert z.read("assets/web/boneage.js") == (DEMO / "web/boneage.js").read_bytes()
+        for js in ("boneage.js", "quality.js", "quality_constants.js"):
+            assert z.read(f"assets/web/{js}") == (DEMO / "web" / js).read_bytes()
         (tmp_path / "classes.dex").write_bytes(z.read("classes.dex"))
     dex = subprocess.run(["dexdump", str(tmp_path / "classes.dex")], capture_output=True, text=True, check=True).stdout
     for cls in ("Lorg/edgeboneage/demo/MainActivity;", "Lorg/edgeboneage/demo/MainActivity$AssetClient;",
-                "Lorg/edgeboneage/core/Preprocess;", "Lorg/edgeboneage/core/TfliteMetadata;"):
+                "Lorg/edgeboneage/core/Preprocess;", "Lorg/edgeboneage/core/TfliteMetadata;",
+                "Lorg/edgeboneage/core/Quality;"):
         assert f"Class descriptor  : '{cls}'" in dex
     assert not list((DEMO / "build").glob("*.keystore")) or "build/" in (DEMO / ".gitignore").read_text()
