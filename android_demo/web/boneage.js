@@ -125,7 +125,8 @@ export function readMetadata(bytes, name = METADATA_NAME) {
 
 // The contract this file implements (edge_boneage.preprocess.PreprocessSpec, edge_boneage.handcrop.HAND_RULE).
 // Anything else in a model's metadata is refused, never approximated.
-export const SPEC_VERSIONS = [1, 2];
+export const SPEC_VERSIONS = [1, 2, 3];  // version 3 adds source_size (docs/PREPROCESSING.md section 2.1)
+export const SOURCE_SIZE_MIN = 16;
 export const LETTERBOX_RULE = "centre-pad-extra-bottom-right";
 export const RESIZE_RULE = "cv2.INTER_AREA";
 export const FRAME_CHOICES = ["letterbox", "squeeze"];
@@ -133,12 +134,14 @@ export const HAND_RULE = "otsu128-open5-refine80-largest-square-v1";
 export const HAND_WORK_SIZE = 128;
 export const HAND_DEFAULT_MARGIN = 0.04;
 export const SPEC_KEYS = ["input_size", "enhance", "clahe_clip", "clahe_tiles", "dtype", "channels", "value_range",
-  "pad_value", "letterbox", "resize", "colour", "version", "frame", "crop", "crop_margin", "crop_rule", "extra"];
+  "pad_value", "letterbox", "resize", "colour", "version", "frame", "crop", "crop_margin", "crop_rule", "source_size",
+  "extra"];
 
 /**
  * The preprocessing spec of a model: metadata.preprocess (PreprocessSpec.to_dict()), else the version-1 defaults
  * with the model's input size. Throws, naming the field, on a contract this code does not implement (a version
- * other than 1 or 2, an unknown frame / crop / hand-crop rule / key) instead of preprocessing differently.
+ * other than 1, 2 or 3, an unknown frame / crop / hand-crop rule / key, a source_size that is not an integer >= 16
+ * or that a version-1/2 record carries) instead of preprocessing differently.
  */
 export function preprocessSpec(meta, inputSize) {
   const p = (meta && meta.preprocess) || {};
@@ -154,11 +157,13 @@ export function preprocessSpec(meta, inputSize) {
     pad_value: p.pad_value ?? 0,
     letterbox: p.letterbox ?? LETTERBOX_RULE,
     resize: p.resize ?? RESIZE_RULE,
-    version: "version" in p ? p.version : 1,  // absent: a version-1 record; null is refused, as in Python
+    // absent: a version-1 record (or version 3 with a source_size, as PreprocessSpec's default); null is refused
+    version: "version" in p ? p.version : (p.source_size ?? null) !== null ? 3 : 1,
     frame: "frame" in p ? p.frame : "letterbox",
     crop: p.crop ?? null,
     crop_margin: p.crop_margin ?? HAND_DEFAULT_MARGIN,
     crop_rule: p.crop_rule ?? null,
+    source_size: p.source_size ?? null,  // null: no resize to the training images' square before the crop
   };
   if (spec.enhance === "none") spec.enhance = null;
   if (spec.crop === "none") spec.crop = null;
@@ -169,6 +174,19 @@ export function preprocessSpec(meta, inputSize) {
   if (!SPEC_VERSIONS.includes(spec.version)) {
     throw new Error(`unsupported preprocessing spec version ${spec.version} (this app implements versions ` +
                     `${SPEC_VERSIONS.join(", ")}; update the app)`);
+  }
+  if (spec.source_size !== null) {  // as PreprocessSpec.__post_init__ (which also refuses it below version 3)
+    if (spec.version < 3) {
+      throw new Error(`unsupported preprocessing spec: source_size needs spec version 3, got version ${spec.version}`);
+    }
+    if (typeof spec.source_size !== "number" || !Number.isInteger(spec.source_size)) {
+      throw new Error(`unsupported preprocessing spec: source_size ${JSON.stringify(spec.source_size)} is not an ` +
+                      "integer");
+    }
+    if (spec.source_size < SOURCE_SIZE_MIN) {
+      throw new Error(`unsupported preprocessing spec: source_size must be >= ${SOURCE_SIZE_MIN}, got ` +
+                      `${spec.source_size}`);
+    }
   }
   if (spec.letterbox !== LETTERBOX_RULE || spec.resize !== RESIZE_RULE) {
     throw new Error(`unsupported preprocessing spec (letterbox rule ${spec.letterbox}, resize rule ${spec.resize})`);
@@ -691,8 +709,9 @@ export function cropBox(img, x0, y0, bw, bh, ow, oh) {
 
 /**
  * The whole pipeline (edge_boneage.preprocess.preprocess_full / PreprocessSpec.apply_with_box):
- * grey -> frame ("letterbox": centred square, pad value; "squeeze": the image itself) -> [crop "hand": the hand box
- * of locateHand on the frame, cut and resized to S x S] or INTER_AREA of the frame to S x S -> optional enhancement.
+ * grey -> frame ("letterbox": centred square, pad value; "squeeze": the image itself) -> [source_size N (version 3):
+ * INTER_AREA of the frame to N x N unless it is N x N] -> [crop "hand": the hand box of locateHand on that frame, cut
+ * and resized to S x S] or INTER_AREA of the frame to S x S -> optional enhancement.
  * Returns {image, box}: box = the hand box in the original image's pixels, rounded like HandBox.to_dict(), or null.
  */
 export function preprocessWithBox(grey, spec) {
@@ -709,11 +728,21 @@ export function preprocessWithBox(grey, spec) {
     frame = letterboxSquare(grey, spec.pad_value ?? 0);
     left = (frame.width - grey.width) >> 1; top = (frame.height - grey.height) >> 1;
   }
+  const N = spec.source_size ?? null;
+  let fx = 1.0, fy = 1.0;  // frame pixels per working pixel
+  if (N !== null && !(frame.width === N && frame.height === N)) {
+    fx = frame.width / N; fy = frame.height / N;
+    frame = resizeArea(frame, N, N);
+  }
   let img, box = null;
   if (crop === "hand") {
     const hb = locateHand(frame, spec.crop_margin ?? HAND_DEFAULT_MARGIN);
     img = cropBox(frame, hb.cx - hb.w / 2.0, hb.cy - hb.h / 2.0, hb.w, hb.h, S, S);
     box = handBoxDict(hb);
+    if (fx !== 1.0 || fy !== 1.0) {  // back to frame pixels (rounded again, as Python does)
+      for (const k of ["x0", "x1", "hand_x0", "hand_x1", "cx", "w"]) box[k] = round3(box[k] * fx);
+      for (const k of ["y0", "y1", "hand_y0", "hand_y1", "cy", "h"]) box[k] = round3(box[k] * fy);
+    }
     if (frameRule === "letterbox") {  // report in original pixels (rounded again, as Python does)
       for (const k of ["x0", "x1", "hand_x0", "hand_x1", "cx"]) box[k] = round3(box[k] - left);
       for (const k of ["y0", "y1", "hand_y0", "hand_y1", "cy"]) box[k] = round3(box[k] - top);

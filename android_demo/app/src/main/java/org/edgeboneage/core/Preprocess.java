@@ -3,7 +3,8 @@ package org.edgeboneage.core;
 /**
  * The edge-boneage preprocessing pipeline (docs/PREPROCESSING.md) in plain Java, bit-exact with OpenCV for uint8:
  * grey (Pillow luma) -> frame (centred letterbox, pad 0, extra pixel bottom/right; or the image itself, "squeeze")
- * -> [hand crop: edge_boneage.handcrop's box, cut from the frame] -> cv2.INTER_AREA to S x S ->
+ * -> [source_size N (contract version 3): cv2.INTER_AREA to N x N] -> [hand crop: edge_boneage.handcrop's box, cut
+ * from the frame] -> cv2.INTER_AREA to S x S ->
  * optional cv2.equalizeHist / CLAHE. A line-by-line port of android_demo/web/boneage.js; no Android dependencies.
  * Java float arithmetic is IEEE single precision, which reproduces OpenCV's float32 accumulation exactly.
  */
@@ -500,7 +501,9 @@ public final class Preprocess {
 
     /**
      * edge_boneage.preprocess.preprocess_full / PreprocessSpec.apply_with_box: grey -> frame ("letterbox" or
-     * "squeeze") -> [hand crop] or INTER_AREA of the frame to S x S -> optional enhancement.
+     * "squeeze") -> [source_size N (version 3): INTER_AREA of the frame to N x N unless it is N x N] -> [hand crop,
+     * found and cut in that frame, reported in the original image's pixels] or INTER_AREA of the frame to S x S ->
+     * optional enhancement.
      */
     public static Result preprocessWithBox(GreyImage grey, PreprocessSpec spec) {
         GreyImage frame = grey;
@@ -512,12 +515,26 @@ public final class Preprocess {
         } else if (!"squeeze".equals(spec.frame)) {
             throw new IllegalArgumentException("unknown frame rule '" + spec.frame + "'");
         }
+        int n = spec.sourceSize;
+        double fx = 1.0, fy = 1.0;  // frame pixels per working pixel
+        if (n > 0 && !(frame.width == n && frame.height == n)) {
+            fx = frame.width / (double) n; fy = frame.height / (double) n;
+            frame = resizeArea(frame, n, n);
+        }
         GreyImage img;
         java.util.Map<String, Object> box = null;
         if ("hand".equals(spec.crop)) {
             HandBox hb = locateHand(frame, spec.cropMargin);
             img = cropBox(frame, hb.x0(), hb.y0(), hb.w, hb.h, spec.inputSize, spec.inputSize);
             box = hb.toMap();
+            if (fx != 1.0 || fy != 1.0) {  // back to frame pixels (rounded again, as Python does)
+                for (String k : new String[] {"x0", "x1", "hand_x0", "hand_x1", "cx", "w"}) {
+                    box.put(k, round3((Double) box.get(k) * fx));
+                }
+                for (String k : new String[] {"y0", "y1", "hand_y0", "hand_y1", "cy", "h"}) {
+                    box.put(k, round3((Double) box.get(k) * fy));
+                }
+            }
             if (letterbox) {  // report in original pixels (rounded again, as Python does)
                 for (String k : new String[] {"x0", "x1", "hand_x0", "hand_x1", "cx"}) {
                     box.put(k, round3((Double) box.get(k) - left));

@@ -17,12 +17,15 @@ public final class PreprocessSpec {
     /** edge_boneage.handcrop.HAND_RULE: the one hand-localisation rule Preprocess.locateHand implements. */
     public static final String HAND_RULE = "otsu128-open5-refine80-largest-square-v1";
     public static final double DEFAULT_CROP_MARGIN = 0.04;
-    /** The spec versions this code reads (version 1 records have no frame / crop: letterbox, no crop). */
-    public static final int[] VERSIONS = {1, 2};
+    /** The spec versions this code reads (version 1 records have no frame / crop: letterbox, no crop; version 3
+     * records may carry source_size, docs/PREPROCESSING.md section 2.1). */
+    public static final int[] VERSIONS = {1, 2, 3};
+    /** The smallest source_size PreprocessSpec accepts. */
+    public static final int SOURCE_SIZE_MIN = 16;
     /** The fields of edge_boneage.preprocess.PreprocessSpec; any other key is refused. */
     public static final Set<String> KEYS = new HashSet<String>(Arrays.asList("input_size", "enhance", "clahe_clip",
         "clahe_tiles", "dtype", "channels", "value_range", "pad_value", "letterbox", "resize", "colour", "version",
-        "frame", "crop", "crop_margin", "crop_rule", "extra"));
+        "frame", "crop", "crop_margin", "crop_rule", "source_size", "extra"));
 
     public final int inputSize;
     public final String enhance;  // null, "hist" or "clahe"
@@ -31,6 +34,9 @@ public final class PreprocessSpec {
     public final String frame;  // "letterbox" or "squeeze"
     public final String crop;  // null or "hand"
     public final double cropMargin;
+    /** Version 3: the frame is first resized to sourceSize x sourceSize (INTER_AREA) unless it is that already;
+     * 0 = no such step (version 1 and 2 records). */
+    public final int sourceSize;
 
     public PreprocessSpec(int inputSize, String enhance, double claheClip, int claheTilesX, int claheTilesY,
                           int padValue) {
@@ -39,6 +45,15 @@ public final class PreprocessSpec {
 
     public PreprocessSpec(int inputSize, String enhance, double claheClip, int claheTilesX, int claheTilesY,
                           int padValue, String frame, String crop, double cropMargin) {
+        this(inputSize, enhance, claheClip, claheTilesX, claheTilesY, padValue, frame, crop, cropMargin, 0);
+    }
+
+    public PreprocessSpec(int inputSize, String enhance, double claheClip, int claheTilesX, int claheTilesY,
+                          int padValue, String frame, String crop, double cropMargin, int sourceSize) {
+        if (sourceSize != 0 && sourceSize < SOURCE_SIZE_MIN) {
+            throw new IllegalArgumentException("unsupported preprocessing spec: source_size must be >= "
+                + SOURCE_SIZE_MIN + ", got " + sourceSize);
+        }
         if (inputSize <= 0) throw new IllegalArgumentException("input size must be positive, got " + inputSize);
         if ("none".equals(enhance)) enhance = null;
         if (enhance != null && !enhance.equals("hist") && !enhance.equals("clahe")) {
@@ -66,6 +81,7 @@ public final class PreprocessSpec {
         this.frame = frame;
         this.crop = crop;
         this.cropMargin = cropMargin;
+        this.sourceSize = sourceSize;
     }
 
     public static PreprocessSpec defaults(int inputSize) {
@@ -95,11 +111,33 @@ public final class PreprocessSpec {
             throw new IllegalArgumentException("metadata says input " + size + " px, the model's input is "
                 + modelInputSize + " px");
         }
-        Object version = p.containsKey("version") ? p.get("version") : Long.valueOf(1);  // absent: version 1
-        if (!(version instanceof Number) || ((Number) version).doubleValue() != ((Number) version).intValue()
-            || (((Number) version).intValue() != VERSIONS[0] && ((Number) version).intValue() != VERSIONS[1])) {
+        Object source = p.get("source_size");  // null or absent: none
+        // absent: version 1 (or 3 with a source_size, as PreprocessSpec's default); null is refused
+        Object version = p.containsKey("version") ? p.get("version") : Long.valueOf(source != null ? 3 : 1);
+        boolean known = false;
+        if (version instanceof Number && ((Number) version).doubleValue() == ((Number) version).intValue()) {
+            for (int v : VERSIONS) known |= ((Number) version).intValue() == v;
+        }
+        if (!known) {
             throw new IllegalArgumentException("unsupported preprocessing spec version " + version
-                + " (this app implements versions 1, 2; update the app)");
+                + " (this app implements versions " + versionList() + "; update the app)");
+        }
+        int sourceSize = 0;
+        if (source != null) {  // as PreprocessSpec.__post_init__
+            if (((Number) version).intValue() < 3) {
+                throw new IllegalArgumentException("unsupported preprocessing spec: source_size needs spec version 3, "
+                    + "got version " + ((Number) version).intValue());
+            }
+            double sv = source instanceof Number ? ((Number) source).doubleValue() : Double.NaN;
+            if (!(source instanceof Number) || sv != Math.rint(sv) || Math.abs(sv) > Integer.MAX_VALUE) {
+                throw new IllegalArgumentException("unsupported preprocessing spec: source_size " + source
+                    + " is not an integer");
+            }
+            sourceSize = ((Number) source).intValue();
+            if (sourceSize < SOURCE_SIZE_MIN) {
+                throw new IllegalArgumentException("unsupported preprocessing spec: source_size must be >= "
+                    + SOURCE_SIZE_MIN + ", got " + source);
+            }
         }
         Object lb = p.get("letterbox"), rs = p.get("resize");
         if ((lb != null && !LETTERBOX_RULE.equals(lb)) || (rs != null && !RESIZE_RULE.equals(rs))) {
@@ -132,7 +170,13 @@ public final class PreprocessSpec {
             : ((Number) p.get("crop_margin")).doubleValue();
         // absent: letterbox; null reads as "null" and is refused, as in Python
         String frame = p.containsKey("frame") ? String.valueOf(p.get("frame")) : "letterbox";
-        return new PreprocessSpec(size, string(p, "enhance"), clip, tx, ty, pad, frame, crop, margin);
+        return new PreprocessSpec(size, string(p, "enhance"), clip, tx, ty, pad, frame, crop, margin, sourceSize);
+    }
+
+    private static String versionList() {
+        StringBuilder b = new StringBuilder();
+        for (int v : VERSIONS) b.append(b.length() == 0 ? "" : ", ").append(v);
+        return b.toString();
     }
 
     private static String string(Map<String, Object> p, String key) {

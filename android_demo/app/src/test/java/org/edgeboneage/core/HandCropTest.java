@@ -10,8 +10,9 @@ import java.util.List;
 import java.util.Map;
 
 /**
- * JVM tests of the Java core's frame / hand-crop rules (contract version 2) against fixtures written by the Python
- * side (tests/test_android_demo.py::test_java_hand_crop_matches_python, from PreprocessSpec.apply_with_box, cv2).
+ * JVM tests of the Java core's frame / hand-crop / source_size rules (contract versions 2 and 3) against fixtures
+ * written by the Python side (tests/test_android_demo.py::test_java_hand_crop_matches_python, from
+ * PreprocessSpec.apply_with_box, cv2).
  * Usage: {@code java -cp core:tests org.edgeboneage.core.HandCropTest FIXTURE_DIR}. Prints one line per failure
  * and a final "N passed, M failed" line; exit code 1 on any failure.
  */
@@ -124,8 +125,10 @@ public final class HandCropTest {
                     boolean ok = s.frame.equals(w.get("frame"))
                         && (s.crop == null ? w.get("crop") == null : s.crop.equals(w.get("crop")))
                         && s.cropMargin == ((Number) w.get("crop_margin")).doubleValue()
-                        && s.inputSize == num(w, "input_size");
-                    check("reads " + g.get("spec"), ok, s.frame + "/" + s.crop + "/" + s.cropMargin);
+                        && s.inputSize == num(w, "input_size")
+                        && s.sourceSize == (w.get("source_size") == null ? 0 : num(w, "source_size"));
+                    check("reads " + g.get("spec"), ok, s.frame + "/" + s.crop + "/" + s.cropMargin + "/" + s.inputSize
+                        + "/" + s.sourceSize);
                 }
                 for (Object o : (List<Object>) c.get("bad")) {
                     Map<String, Object> b = (Map<String, Object>) o;
