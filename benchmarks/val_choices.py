@@ -38,6 +38,7 @@ def main(argv=None) -> int:
         for mg in TTA_MARGINS:
             src = val.subset(range(len(val)))
             src.spec = dataclasses.replace(spec, crop_margin=mg)
+            src._cache = {}  # the subset shares the images already made with the contract margin: make them again
             per.append(T.predict_source(m, src))
         preds[f"TTA margins {'/'.join(f'{x:g}' for x in TTA_MARGINS)}"] = np.mean(per, axis=0)
     print(f"validation images of {a.run}: n={len(true)}; model {a.model or a.run / 'best.keras'}\n")
