@@ -68,6 +68,10 @@ def models(tmp_path_factory):
     hand = PreprocessSpec(64, frame="squeeze", crop="hand").to_dict()
     out["tiny64_hand"] = _retag(out["tiny64"], d / "tiny64_hand.tflite", hand)
     out["tiny64_badrule"] = _retag(out["tiny64"], d / "tiny64_badrule.tflite", {**hand, "crop_rule": "otsu-v9"})
+    # contract version 3: the frame reduced to the RSNA img100 set's 100 x 100 before the hand crop
+    v3 = PreprocessSpec(64, frame="squeeze", crop="hand", source_size=100).to_dict()
+    out["tiny64_v3"] = _retag(out["tiny64"], d / "tiny64_v3.tflite", v3)
+    out["tiny64_v3_v2"] = _retag(out["tiny64"], d / "tiny64_v3_v2.tflite", {**v3, "version": 2})
     return out
 
 
@@ -137,16 +141,19 @@ def _load(page, model_name):
 # browser page vs Python
 
 
-@pytest.mark.parametrize("size,enhance,frame,crop", [(64, None, "letterbox", None), (224, None, "letterbox", None),
-                                                    (96, "hist", "letterbox", None), (96, "clahe", "letterbox", None),
-                                                    (100, None, "squeeze", "hand"), (224, "clahe", "letterbox", "hand"),
-                                                    (64, None, "squeeze", None)])
-def test_page_preprocessing_matches_python_pixel_for_pixel(page, images, size, enhance, frame, crop):
-    """The page's whole path (file -> canvas decode -> boneage.js) against PreprocessSpec.apply_with_box."""
+@pytest.mark.parametrize("size,enhance,frame,crop,source_size", [
+    (64, None, "letterbox", None, None), (224, None, "letterbox", None, None), (96, "hist", "letterbox", None, None),
+    (96, "clahe", "letterbox", None, None), (100, None, "squeeze", "hand", None),
+    (224, "clahe", "letterbox", "hand", None), (64, None, "squeeze", None, None),
+    (64, None, "squeeze", "hand", 100), (100, "clahe", "letterbox", "hand", 100), (64, None, "squeeze", None, 100)])
+def test_page_preprocessing_matches_python_pixel_for_pixel(page, images, size, enhance, frame, crop, source_size):
+    """The page's whole path (file -> canvas decode -> boneage.js) against PreprocessSpec.apply_with_box (with
+    source_size: contract version 3, the frame reduced to 100 x 100 first; the real film, with ../shared, is a
+    full-resolution one)."""
     from edge_boneage.io import read_image
     from edge_boneage.preprocess import PreprocessSpec
 
-    spec = PreprocessSpec(size, enhance, frame=frame, crop=crop)
+    spec = PreprocessSpec(size, enhance, frame=frame, crop=crop, source_size=source_size)
     for name in images:
         got = page.evaluate(f"edgeBoneage.fetchGrey('{_url(images, name)}').then((g) => {{"
                             f"const r = edgeBoneage.B.preprocessWithBox(g, edgeBoneage.B.preprocessSpec("
@@ -158,7 +165,8 @@ def test_page_preprocessing_matches_python_pixel_for_pixel(page, images, size, e
         want, box = spec.apply_with_box(read_image(images[name])[0])
         assert js.shape == want.shape
         diff = int((js != want).sum())
-        assert diff == 0, f"{name} -> {size} ({enhance}, {frame}, crop {crop}): {diff} of {want.size} pixels differ"
+        assert diff == 0, (f"{name} -> {size} ({enhance}, {frame}, crop {crop}, source_size {source_size}): {diff} "
+                           f"of {want.size} pixels differ")
         _assert_box(got["box"], box, name)
     if crop is None:  # the page's own entry point (app.js) gives the same pixels
         got = page.evaluate(f"edgeBoneage.preprocessUrl('{_url(images, 'portrait')}', {json.dumps(spec.to_dict())})")
@@ -189,7 +197,7 @@ def test_page_age_matches_ai_edge_litert(page, models, images, capsys):
     from edge_boneage.tflite_meta import read_metadata
 
     rows, intervals = [], 0
-    for model_name in ("tiny64", "tiny96_clahe", "mobilenet64", "packaged_rsna", "tiny64_hand"):
+    for model_name in ("tiny64", "tiny96_clahe", "mobilenet64", "packaged_rsna", "tiny64_hand", "tiny64_v3"):
         _load(page, model_name)
         spec = PreprocessSpec.from_dict(read_metadata(models[model_name])["preprocess"])
         py = LiteRTModel(models[model_name])
@@ -271,7 +279,7 @@ def test_page_flags_a_non_radiograph_beside_the_age(page, images):
 
 
 # ------------------------------------------------------------------------------------------------------------
-# frame and hand-crop rules (spec version 2): boneage.js and the Java core against PreprocessSpec.apply_with_box,
+# frame and hand-crop rules (spec versions 2 and 3): boneage.js and the Java core against PreprocessSpec.apply_with_box,
 # and the OpenCV calls edge_boneage.handcrop makes, one by one, against cv2
 
 
@@ -354,7 +362,8 @@ def crop_cases(images, request):
     except pytest.skip.Exception:
         rsna = None
     cases, k = [], 0
-    for name, img in _crop_images(images, rsna).items():
+    imgs = _crop_images(images, rsna)
+    for name, img in imgs.items():
         for frame in ("squeeze", "letterbox"):
             for crop in ("hand", None):
                 spec = PreprocessSpec((100, 224, 64, 128, 37)[k % 5], (None, None, None, "hist", None, "clahe")[k % 6],
@@ -363,6 +372,25 @@ def crop_cases(images, request):
                 out, box = spec.apply_with_box(img)
                 cases.append({"name": f"{name}_{frame}_{crop or 'nocrop'}", "img": img, "spec": spec, "out": out,
                               "box": box})
+    # version 3 (source_size N): the frame is first reduced to N x N, the hand found and cut there, the box reported
+    # in image pixels. Full-resolution-like scenes and, with ../shared, real full-resolution films at N = 100 (the
+    # RSNA img100 set's size); a 100 x 100 film (unchanged), enlarged and mixed (one axis enlarged) frames, no hand
+    v3 = {n: imgs[n] for n in ("hand_portrait", "hand_landscape", "hand_cassette", "synth_hand_512", "hand_strip",
+                               "hand_small", "blank_grey", "file_noise")}
+    v3["hand_fullres_like"] = _hand_scene(np.random.default_rng(5), 2044, 1514, bg=30, level=190)
+    v3["hand_square100"] = _hand_scene(np.random.default_rng(6), 100, 100)
+    v3.update({n: a for n, a in imgs.items() if n.startswith("rsna_")})
+    for name, img in v3.items():
+        for frame in ("squeeze", "letterbox"):
+            for crop in ("hand", None):
+                n = 100 if k % 7 else (128, 16, 37)[k // 7 % 3]
+                spec = PreprocessSpec((64, 100, 224, 128, 37)[k % 5], (None, None, "hist", None, "clahe")[k % 5],
+                                      frame=frame, crop=crop, crop_margin=(0.04, 0.1, 0.04, 0.0)[k % 4], source_size=n)
+                assert spec.version == 3
+                k += 1
+                out, box = spec.apply_with_box(img)
+                cases.append({"name": f"{name}_v3n{n}_{frame}_{crop or 'nocrop'}", "img": img, "spec": spec,
+                              "out": out, "box": box})
     return cases
 
 
@@ -407,33 +435,62 @@ def _opencv_step_cases(seed=13):
 
 def _contract_specs():
     """(good: [(spec dict, what the app must read)], bad: [(spec dict, words its refusal must name, why)]); Python's
-    PreprocessSpec.from_dict reads every good one and refuses every bad one too."""
+    PreprocessSpec.from_dict reads every good one (the same way) and refuses every bad one too, except the last
+    STRICTER ones, which the ports refuse although from_dict reads them (see below)."""
     from edge_boneage.preprocess import PreprocessSpec
 
     hand = PreprocessSpec(224, frame="squeeze", crop="hand").to_dict()
     v1 = {**{k: v for k, v in PreprocessSpec(100).to_dict().items() if k not in ("frame", "crop", "crop_margin",
                                                                                     "crop_rule")}, "version": 1}
-    good = [(hand, {"input_size": 224, "frame": "squeeze", "crop": "hand", "crop_margin": 0.04}),
-            (v1, {"input_size": 100, "frame": "letterbox", "crop": None, "crop_margin": 0.04}),
+    v3 = PreprocessSpec(64, frame="squeeze", crop="hand", source_size=100).to_dict()
+    assert v3["version"] == 3 and "source_size" not in hand and hand["version"] == 2
+    good = [(hand, {"input_size": 224, "frame": "squeeze", "crop": "hand", "crop_margin": 0.04, "source_size": None}),
+            (v1, {"input_size": 100, "frame": "letterbox", "crop": None, "crop_margin": 0.04, "source_size": None}),
             ({**hand, "crop_rule": None, "crop_margin": 0.1, "frame": "letterbox"},
-             {"input_size": 224, "frame": "letterbox", "crop": "hand", "crop_margin": 0.1}),
+             {"input_size": 224, "frame": "letterbox", "crop": "hand", "crop_margin": 0.1, "source_size": None}),
             ({"input_size": 64, "crop": "none"},
-             {"input_size": 64, "frame": "letterbox", "crop": None, "crop_margin": 0.04})]
+             {"input_size": 64, "frame": "letterbox", "crop": None, "crop_margin": 0.04, "source_size": None}),
+            (v3, {"input_size": 64, "frame": "squeeze", "crop": "hand", "crop_margin": 0.04, "source_size": 100}),
+            ({**v3, "frame": "letterbox", "crop": None, "crop_rule": None, "source_size": 16},
+             {"input_size": 64, "frame": "letterbox", "crop": None, "crop_margin": 0.04, "source_size": 16}),
+            ({**v3, "source_size": 100.0},  # an integer written as a float: JSON has one number type
+             {"input_size": 64, "frame": "squeeze", "crop": "hand", "crop_margin": 0.04, "source_size": 100}),
+            ({**hand, "source_size": None},  # null = no source_size, also in a version-2 record
+             {"input_size": 224, "frame": "squeeze", "crop": "hand", "crop_margin": 0.04, "source_size": None}),
+            ({**v3, "source_size": None},  # a version-3 record without one
+             {"input_size": 64, "frame": "squeeze", "crop": "hand", "crop_margin": 0.04, "source_size": None}),
+            ({"input_size": 64, "source_size": 128},  # no version: PreprocessSpec's default, 3 with a source_size
+             {"input_size": 64, "frame": "letterbox", "crop": None, "crop_margin": 0.04, "source_size": 128})]
     bad = [({**hand, "crop_rule": "otsu128-open5-refine80-largest-square-v2"}, "hand-crop rule",
             "an unknown hand-crop rule"),
-           ({**hand, "version": 3}, "version 3", "a newer spec version"),
-           ({**hand, "version": None}, "version", "a null version"),
+           ({**hand, "version": 4}, "version 4", "a newer spec version"),
+           ({**v3, "version": 4}, "version 4", "a newer spec version with a source_size"),
            ({**hand, "frame": "reflect"}, "frame rule", "an unknown frame rule"),
            ({**hand, "crop": "wrist"}, "crop", "an unknown crop"),
            ({**hand, "rotate": 90}, "unknown field", "an unknown field"),
            ({**hand, "dtype": "float32"}, "uint8", "a float input"),
-           ({**hand, "resize": "cv2.INTER_LINEAR"}, "resize", "another resize rule")]
-    for spec, _ in good:
-        PreprocessSpec.from_dict(spec)
+           ({**hand, "resize": "cv2.INTER_LINEAR"}, "resize", "another resize rule"),
+           ({**v3, "version": 2}, "source_size needs spec version 3", "a source_size in a version-2 record"),
+           ({**v3, "version": 1}, "source_size needs spec version 3", "a source_size in a version-1 record"),
+           ({**v3, "source_size": 15}, "source_size must be >= 16", "a source_size below 16"),
+           ({**v3, "source_size": 0}, "source_size must be >= 16", "a zero source_size"),
+           ({**v3, "source_size": -100}, "source_size must be >= 16", "a negative source_size"),
+           ({**v3, "source_size": True}, "source_size", "a boolean source_size"),
+           ({**v3, "source_size": "big"}, "source_size", "a word for a source_size")]
+    # The ports refuse these although PreprocessSpec reads them: since version 3 a null version takes the default
+    # (it was refused before), and int() truncates 100.5 and parses "100" (the spec text says source_size is an
+    # integer N). The ports keep refusing rather than guess.
+    stricter = [({**hand, "version": None}, "version", "a null version"),
+                ({**v3, "source_size": 100.5}, "source_size 100.5 is not an integer", "a fractional source_size"),
+                ({**v3, "source_size": "100"}, "source_size", "a source_size written as a string")]
+    for spec, want in good:
+        s = PreprocessSpec.from_dict(spec)
+        assert [s.input_size, s.frame, s.crop, s.crop_margin, s.source_size] == [
+            want[k] for k in ("input_size", "frame", "crop", "crop_margin", "source_size")], spec
     for spec, _, why in bad:
         with pytest.raises(ValueError):
             PreprocessSpec.from_dict(spec)
-    return good, bad
+    return good, bad + stricter
 
 
 CORE_HTML = """<!doctype html><meta charset="utf-8"><title>loading</title><script type="module">
@@ -454,7 +511,7 @@ window.t = {
   async otsu(url) { return (await (await fetch(url)).json()).map((c) => B.otsuThreshold(c.hist, c.n)); },
   read(spec) {
     const s = B.preprocessSpec({preprocess: spec}, 0);
-    return [s.input_size, s.frame, s.crop, s.crop_margin];
+    return [s.input_size, s.frame, s.crop, s.crop_margin, s.source_size];
   },
   refusal(spec) { try { B.preprocessSpec({preprocess: spec}, 0); return null; } catch (e) { return e.message; } },
 };
@@ -496,9 +553,37 @@ def test_page_frame_and_hand_crop_match_python(core_page, crop_cases, capsys):
         found += bool(c["box"] and c["box"]["found"])
     names = {c["name"].rsplit("_", 2)[0] for c in crop_cases}
     assert {"tie", "hand_cassette", "blank_grey", "one_pixel"} <= names
+    v3 = _source_size_coverage(crop_cases)
     with capsys.disabled():
-        print(f"\nboneage.js frame/crop: {len(crop_cases)} cases ({len(names)} images, {found} hands found) equal "
-              f"Python pixel for pixel, boxes to 1e-6")
+        print(f"\nboneage.js frame/crop: {len(crop_cases)} cases ({len(names)} images, {found} hands found; {v3} with "
+              f"source_size) equal Python pixel for pixel, boxes to 1e-6")
+
+
+def _source_size_coverage(crop_cases):
+    """The version-3 cases do what they are for: frames really reduced to N x N before a hand crop that finds the
+    hand (squeeze and letterbox), a frame already N x N, one enlarged, a box reported in image pixels; returns how many
+    there are."""
+    v3 = [c for c in crop_cases if c["spec"].source_size]
+    assert all(c["spec"].to_dict()["version"] == 3 for c in v3)
+    for frame in ("squeeze", "letterbox"):
+        big = [c for c in v3 if c["spec"].frame == frame and c["spec"].crop == "hand" and c["box"]["found"]
+               and min(c["img"].shape) > 2 * c["spec"].source_size]
+        assert len(big) >= 3, f"too few reduced {frame} frames with a hand found"
+    assert any(c["img"].shape == (c["spec"].source_size,) * 2 for c in v3)
+    assert any(max(c["img"].shape) < c["spec"].source_size for c in v3)
+    fl = next(c for c in v3 if c["name"] == "hand_fullres_like_v3n100_squeeze_hand")
+    assert fl["box"]["found"] and fl["box"]["x1"] > 200 and fl["box"]["y1"] > 200  # image pixels, not the 100 grid
+    return len(v3)
+
+
+def test_source_size_cases_include_real_full_resolution_films(crop_cases, rsna_dir):
+    """With ../shared the version-3 cases that both ports must match include real RSNA full-resolution films reduced to
+    100 x 100 (squeeze and letterbox, hand crop on), with a hand found."""
+    films = [c for c in crop_cases if c["name"].startswith("rsna_fullres_") and c["spec"].source_size == 100
+             and c["spec"].crop == "hand"]
+    assert {c["spec"].frame for c in films} == {"squeeze", "letterbox"}, [c["name"] for c in films]
+    assert all(min(c["img"].shape) > 1000 for c in films)
+    assert sum(c["box"]["found"] for c in films) >= 2
 
 
 def test_tie_scene_is_a_tie():
@@ -551,7 +636,7 @@ def test_page_reads_and_refuses_contracts(core_page):
     good, bad = _contract_specs()
     for spec, want in good:
         assert page.evaluate(f"t.read({json.dumps(spec)})") == [want["input_size"], want["frame"], want["crop"],
-                                                                 want["crop_margin"]], spec
+                                                                 want["crop_margin"], want["source_size"]], spec
     for spec, words, why in bad:
         msg = page.evaluate(f"t.refusal({json.dumps(spec)})")
         assert msg and words in msg, f"{why}: {msg!r}"
@@ -559,13 +644,18 @@ def test_page_reads_and_refuses_contracts(core_page):
 
 def test_page_reads_frame_and_crop_from_model_metadata(page, models):
     """A model whose metadata says frame "squeeze", crop "hand" is preprocessed that way (its ages equal Python's in
-    test_page_age_matches_ai_edge_litert); one with an unknown hand-crop rule is refused when loaded."""
+    test_page_age_matches_ai_edge_litert), and so is a version-3 one with source_size; one with an unknown hand-crop
+    rule, or a source_size in a version-2 record, is refused when loaded."""
     from edge_boneage.handcrop import HAND_RULE
 
     info = _load(page, "tiny64_hand")
     assert (info["spec"]["frame"], info["spec"]["crop"], info["spec"]["crop_rule"]) == ("squeeze", "hand", HAND_RULE)
     with pytest.raises(browser.PageError, match="hand-crop rule \"otsu-v9\""):
         _load(page, "tiny64_badrule")
+    info = _load(page, "tiny64_v3")  # version 3
+    assert (info["spec"]["version"], info["spec"]["source_size"], info["spec"]["crop"]) == (3, 100, "hand")
+    with pytest.raises(browser.PageError, match="source_size needs spec version 3"):
+        _load(page, "tiny64_v3_v2")
     _load(page, "tiny64")
 
 
@@ -702,18 +792,25 @@ def test_java_hand_crop_matches_python(tmp_path, crop_cases, capsys):
     assert proc.returncode == 0 and m and m.group(2) == "0", proc.stdout[-3000:] + proc.stderr[-2000:]
     n_expected = 2 * len(hand) + len(blur) + 1 + len(resize) + 2 + len(good) + len(bad)
     assert int(m.group(1)) == n_expected, last
+    v3 = _source_size_coverage(crop_cases)
     with capsys.disabled():
-        print(f"\nJava core frame/crop (org.edgeboneage.core.HandCropTest, {len(hand)} pipeline cases, "
+        print(f"\nJava core frame/crop (org.edgeboneage.core.HandCropTest, {len(hand)} pipeline cases ({v3} with "
+              "source_size), "
               f"{len(blur)} blur, {len(otsu)} Otsu, {len(resize)} resize): {last}")
     # the fixtures can fail: a changed expected pixel and a moved box are caught
-    name = next(c["name"] for c in crop_cases if c["box"] and c["box"]["found"])
-    bad_px = bytearray((fx / f"{name}.out").read_bytes())
-    bad_px[0] ^= 1
-    (fx / f"{name}.out").write_bytes(bytes(bad_px))
-    moved = [{**c, "box": {**c["box"], "x0": c["box"]["x0"] + 0.001}} if c["name"] == name else c for c in hand]
+    # (a version-2 case and a version-3 one)
+    names = [next(c["name"] for c in crop_cases if c["box"] and c["box"]["found"] and bool(c["spec"].source_size) is v3)
+             for v3 in (False, True)]
+    for name in names:
+        bad_px = bytearray((fx / f"{name}.out").read_bytes())
+        bad_px[0] ^= 1
+        (fx / f"{name}.out").write_bytes(bytes(bad_px))
+    moved = [{**c, "box": {**c["box"], "x0": c["box"]["x0"] + 0.001}} if c["name"] in names else c for c in hand]
     (fx / "hand_cases.json").write_text(json.dumps(moved))
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 1 and f"FAIL hand {name} pixels" in proc.stdout and f"FAIL hand {name} box" in proc.stdout
+    assert proc.returncode == 1
+    for name in names:
+        assert f"FAIL hand {name} pixels" in proc.stdout and f"FAIL hand {name} box" in proc.stdout, name
 
 
 # ------------------------------------------------------------------------------------------------------------
