@@ -262,6 +262,9 @@ class PreprocessSpec:
             elif self.crop_rule != HAND_RULE:
                 raise ValueError(f"PreprocessSpec: hand-crop rule {self.crop_rule!r} is not this code's {HAND_RULE!r}")
         if self.source_size is not None:
+            ss = self.source_size
+            if isinstance(ss, bool) or not isinstance(ss, (int, float)) or float(ss) != int(ss):
+                raise ValueError(f"PreprocessSpec: source_size must be an integer number of pixels, got {ss!r}")
             if self.version < 3:
                 raise ValueError(f"PreprocessSpec: source_size needs spec version 3, got version {self.version}")
             if int(self.source_size) < 16:
@@ -295,6 +298,8 @@ class PreprocessSpec:
             raise ValueError(f"PreprocessSpec.from_dict: unknown keys {unknown}")
         if "input_size" not in d:
             raise ValueError("PreprocessSpec.from_dict: missing 'input_size'")
+        if "version" in d and d["version"] is None:
+            raise ValueError("PreprocessSpec.from_dict: version is null")
         kw = dict(d)
         for k in ("clahe_tiles", "value_range"):
             if k in kw:
