@@ -171,8 +171,10 @@ def bench_run(tmp_path_factory):
         "models": [{"model": "mobilenetv3_large", "name": "tiny", "kwargs": TINY}, {"model": str(bad)}],
         "variants": ["f32", "fp16", "int8"], "threads": [1], "runtimes": ["litert", "onnxruntime", "openvino", "keras"],
         "data": {"source": "synth", "n": 6, "seed": 3}, "runs": 3, "warmup": 1, "calib_n": 4, "check_n": 4,
-        "interleave_repeats": 3, "interleave_block": 2, "out": str(tmp / "out"), "title": "test"})
+        "interleave_repeats": 3, "interleave_block": 2, "out": "out", "title": "test"})
     old = os.environ.get("EDGE_BONEAGE_BENCH_FAULT")
+    cwd = os.getcwd()
+    os.chdir(tmp)  # a relative "out" is the caller's (the children run elsewhere); restored below
     # fault injection: the exporter aborts during fp16 (a fresh exporter must continue with int8) and the LiteRT
     # runner aborts on the int8 file (that row must say so; the harness must go on)
     os.environ["EDGE_BONEAGE_BENCH_FAULT"] = "export-abort:tiny_fp16,abort:tiny_int8.tflite"
@@ -180,6 +182,7 @@ def bench_run(tmp_path_factory):
     try:
         rep = run_benchmark(cfg, log=logs.append)
     finally:
+        os.chdir(cwd)
         if old is None:
             os.environ.pop("EDGE_BONEAGE_BENCH_FAULT", None)
         else:
@@ -276,8 +279,9 @@ def test_weights_are_named_files_never_guessed(tmp_path, monkeypatch):
                          "cfg.json")
     (tmp_path / "w.keras").write_bytes(b"x")
     monkeypatch.chdir(tmp_path)  # a relative path is the caller's: the children get it absolute
-    cfg = config_from_dict({"models": [{"model": "mobilenetv3_large", "weights": "w.keras"}]}, "cfg.json")
-    assert cfg.models[0].weights == str(tmp_path / "w.keras")
+    cfg = config_from_dict({"models": [{"model": "mobilenetv3_large", "weights": "w.keras"}],
+                            "data": {"source": "rsna", "rsna_dir": "rsna", "n": 8}}, "cfg.json")
+    assert cfg.models[0].weights == str(tmp_path / "w.keras") and cfg.data["rsna_dir"] == str(tmp_path / "rsna")
 
 
 def test_shipped_configs_parse():

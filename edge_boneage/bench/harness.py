@@ -116,6 +116,9 @@ def config_from_dict(d: dict, where: str = "config") -> BenchConfig:
     if not models:
         raise EdgeBoneageError(f"{where}: no models to benchmark")
     d.pop("name", None), d.pop("description", None), d.pop("_comment", None)
+    if isinstance(d.get("data"), dict):  # data paths are the caller's too (the children run in the work folder)
+        d["data"] = {k: (os.path.abspath(os.path.expanduser(str(v))) if k in ("rsna_dir", "csv", "image_dir") and v
+                         else v) for k, v in d["data"].items()}
     cfg = BenchConfig(models=models, **d)
     validate(cfg, where)
     return cfg
@@ -463,7 +466,7 @@ def run_benchmark(cfg: BenchConfig, log=print) -> dict:
     from edge_boneage.bench.devices import LocalBackend, make_backend
 
     validate(cfg)
-    out = Path(cfg.out)
+    out = Path(cfg.out).expanduser().resolve()  # absolute: children run in the work folder, not the caller's
     work = new_work_dir(out, log)
     t_start = time.time()
     load_before = _load_average()
