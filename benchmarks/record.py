@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     split = argv.index("--")
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("section", help="section id (letters, digits, '_' and '-')")
-    ap.add_argument("--title", help="heading of the section (default: the section id)")
+    ap.add_argument("--title", help="heading of the section (default: the existing section's heading, else its id)")
     ap.add_argument("--md", action="store_true", help="the output is Markdown: insert it as is, not fenced")
     ap.add_argument("--file", type=Path, default=DEFAULT_FILE)
     args = ap.parse_args(argv[:split])
@@ -117,7 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     from edge_boneage.fileutil import write_text_atomic
 
     old = args.file.read_text() if args.file.exists() else HEADER
-    new = block(args.section, args.title or args.section, command, "".join(lines), markdown=args.md,
+    m = re.search(rf"<!-- BEGIN {re.escape(args.section)} -->\n## (.*)\n", old)
+    title = args.title or (m.group(1) if m else args.section)
+    new = block(args.section, title, command, "".join(lines), markdown=args.md,
                 started=started, seconds=seconds, machine_line=machine_line)
     write_text_atomic(args.file, replace_section(old, args.section, new))
     print(f"record: section {args.section!r} of {args.file} updated", file=sys.stderr)
