@@ -88,14 +88,22 @@ def main(argv=None) -> int:
         f"edge_boneage/imagenet.py) -> GAP -> [features, sex embedding] -> 19-way softmax -> expected age; "
         f"{run['model_params']:,} parameters |",
         f"| input contract | inside both files (`.keras`: the `to_float` layer's `preprocess` config; `.tflite`: metadata "
-        f"`preprocess`): {json.dumps({k: meta['preprocess'][k] for k in ('input_size', 'frame', 'crop', 'crop_margin', 'crop_rule', 'enhance')})}"
-        " - the image is squeezed to a square as the 100x100 set was, the hand located and cropped to a canonical "
-        "square (edge_boneage/handcrop.py), resized with cv2.INTER_AREA |",
-        "| inputs | `image` uint8 (batch, 100, 100, 1); `sex` float32 (batch, 1), 1 male, 0 female |",
+        f"`preprocess`): {json.dumps({k: meta['preprocess'].get(k) for k in ('input_size', 'frame', 'source_size', 'crop', 'crop_margin', 'crop_rule', 'enhance')})}"
+        " - the image is squeezed to a square as the 100x100 set was"
+        + (f" (to {meta['preprocess']['source_size']}x{meta['preprocess']['source_size']} first: `source_size`, the "
+           "training images' resolution, so a full-resolution film reaches the crop as the training films did)"
+           if meta["preprocess"].get("source_size") else "")
+        + ", the hand located and cropped to a canonical square (edge_boneage/handcrop.py), resized with "
+        "cv2.INTER_AREA |",
+        f"| inputs | `image` uint8 (batch, {meta['preprocess']['input_size']}, {meta['preprocess']['input_size']}, 1); "
+        "`sex` float32 (batch, 1), 1 male, 0 female |",
         "| outputs | `age` (batch, 1) months = sum_k probs_k c_k with the bias-corrected centres; `probs` (batch, 19), "
         "class k = [12k, 12k+12) months |",
-        f"| bias correction | age' = {cal.get('a', 1.0):.4f} * age {cal.get('b', 0.0):+.2f} months, least squares on the "
-        f"{cal.get('n', '?')} validation images (`edge-boneage calibrate`), folded into the class centres |",
+        f"| bias correction | age' = {cal.get('a', 1.0):.4f} * age {cal.get('b', 0.0):+.2f} months, "
+        + ("regressing predictions on the true age and inverting (Deeplasia)" if "(inverse)" in str(cal.get("fitted_on"))
+           else "least squares of the true age on the predictions")
+        + f" over the {cal.get('n', '?')} validation images (`edge-boneage calibrate`), folded into the class centres; "
+        "BENCHMARKS.md `val_choices` shows both methods and crop-margin TTA on the validation split |",
         "",
         "## Data and protocol",
         "",
@@ -107,7 +115,8 @@ def main(argv=None) -> int:
         "",
         "```",
         a.train_command,
-        f"edge-boneage calibrate {a.run} --out boneage_age.keras",
+        f"edge-boneage calibrate {a.run} --out boneage_age.keras"
+        + (f" --source-size {meta['preprocess']['source_size']}" if meta["preprocess"].get("source_size") else ""),
         "edge-boneage export boneage_age.keras --out boneage_age.tflite",
         INT8_COMMAND if meta8 else OLD_INT8_COMMAND + "   # refused by the parity gate",
         "```",
@@ -144,10 +153,16 @@ def main(argv=None) -> int:
         for n, r in [("boneage_age.tflite", main_r)] + others:
             tt, ff = r["test"]["summary"]["overall"], r["fullres"]["summary"]["overall"]
             L.append(f"| {r['model']} | {tt['mae']:.2f} | {ff['mae']:.2f} | {ff['bias']:+.2f} |")
-        L += ["", "(The previous packaged model was trained on a different split that includes most of this test split, "
-              "so its test figure is optimistic; its full-resolution figure is not.)", ""]
+        L += ["", *(f"- `{Path(r['model']).name}`: {OTHER_NOTES[n]}" for n, r in others if n in OTHER_NOTES), ""]
+    raw = main_r["fullres"]["summary"].get("raw film")
     L += ["## Limitations", "",
-          "- 100x100 training images: fine bone detail is lost; a GPU run at 224-512 px is the next step.",
+          f"- Full-resolution films read {fr['bias']:+.2f} months too old on average (95 % CI "
+          f"{fr['bias_ci'][0]:+.2f} to {fr['bias_ci'][1]:+.2f})"
+          + (f"; raw (unregistered) films {raw['bias']:+.2f} (n={raw['n']})" if raw else "")
+          + ". The youngest children are over-aged and the oldest under-aged (see the age bands): the pull to the "
+          "middle that `calibrate --method inverse` would remove at a cost in overall MAE (BENCHMARKS.md `val_choices`).",
+          "- 100x100 training images (upsampled to the input size): fine bone detail is lost; a GPU run on "
+          "full-resolution films at 224-512 px is the next step.",
           "- The hand localiser is a classical rule (Otsu, largest component); it can fail on films where the hand "
           "is no brighter than its surround (BENCHMARKS.md: hand_iou lists the worst cases).",
           "- RSNA is one population; no external validation set was available here.", ""]
@@ -157,6 +172,17 @@ def main(argv=None) -> int:
     print(f"wrote {a.out}")
     return 0
 
+
+#: what the comparison rows of the card are (by file name)
+OTHER_NOTES = {
+    "previous_boneage_age.tflite": "the packaged model before this one (100 px, same protocol and splits; its weights "
+                                   "started this run)",
+    "previous_boneage_age_int8.tflite": "the int8 file shipped beside it",
+    "boneage_age_no_source_size.tflite": "this model with `source_size` left out of its contract (full-resolution "
+                                         "films cropped at their own resolution); `source_size` was adopted after the "
+                                         "previous model's full-resolution errors had been looked at, so both are shown",
+    "boneage_age_int8.tflite": "the int8 file shipped beside it",
+}
 
 INT8_COMMAND = ("edge-boneage export boneage_age.keras --int8 --max-mae-increase 0.3 --calib rsna --calib-n 256 "
                 "--rsna-dir ../shared/data/rsna --out boneage_age_int8.tflite")
