@@ -322,8 +322,13 @@ def calibration_samples(rsna_dir: Path):
 # ----------------------------------------------------------------------------------------------- measuring
 
 
+ORIENTER = None  # set by --with-orientation: predict's orientation step, whose "orientation unclear" also flags
+
+
 def judge(path: Path):
-    """QualityResult of one file as `predict` sees it, or a failed one when the file cannot be read."""
+    """QualityResult of one file as `predict` sees it, or a failed one when the file cannot be read. With
+    --with-orientation, predict's orientation classifier runs too and an unclear estimate flags the image, as in
+    predict's quality_ok / quality_reasons."""
     from edge_boneage import EdgeBoneageError
     from edge_boneage.io import read_image
     from edge_boneage.quality import QualityResult, assess
@@ -332,7 +337,12 @@ def judge(path: Path):
         img, meta = read_image(path)
     except EdgeBoneageError as exc:
         return QualityResult(False, [f"unreadable ({exc})"], {})
-    return assess(img, meta)
+    r = assess(img, meta)
+    if ORIENTER is not None:
+        est = ORIENTER.estimate(img).to_dict()
+        if not est["confident"]:
+            r = QualityResult(False, list(r.reasons) + [f"orientation unclear (p={est['prob']:.2f})"], r.scores)
+    return r
 
 
 def _md_table(head: list[str], rows: list[list]) -> None:
@@ -352,9 +362,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calibrate", action="store_true",
                     help="only print each statistic's percentiles on the train + validation images (how the "
                          "thresholds in edge_boneage/quality.py were set) and exit")
+    ap.add_argument("--with-orientation", action="store_true",
+                    help="also run predict's orientation classifier: an unclear orientation flags the image too "
+                         "(predict's quality_ok counts both)")
     args = ap.parse_args(argv)
     cv2.setNumThreads(1)
     from edge_boneage import quality
+
+    if args.with_orientation:
+        global ORIENTER
+        from edge_boneage.orientation import default_orienter
+
+        ORIENTER = default_orienter()
+        if ORIENTER is None:
+            raise SystemExit("--with-orientation: no orientation model (edge_boneage/pretrained/orientation.tflite)")
 
     if args.calibrate:
         return calibrate(args.rsna_dir)
@@ -364,7 +385,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"(no RSNA data at {args.rsna_dir}: only the non-hand suite is measured)", file=sys.stderr)
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.keep or Path(tmp)
-        print(f"Quality gate {quality.GATE_VERSION} (edge_boneage/quality.py)\n")
+        print(f"Quality gate {quality.GATE_VERSION} (edge_boneage/quality.py)"
+              + (" + predict's orientation step (an unclear orientation flags)" if ORIENTER else "") + "\n")
         # (a) real radiographs
         real_rows, flagged_rows, n_real, n_flag = [], [], 0, 0
         test = ()
