@@ -142,7 +142,7 @@ def _tiny_conv_dense():
 
 
 def test_macs_keras_and_tflite_match_hand_count(tmp_path):
-    from edge_boneage.convert.litert import export_litert
+    from edge_boneage.convert.export import export_litert
     from edge_boneage.bench.macs import keras_macs
     from edge_boneage.device_runner import count_macs
 
@@ -309,7 +309,7 @@ def _tiny_age_tflite(path: Path, extra_input: bool = False) -> Path:
     """A tiny model under the age I/O contract; extra_input adds an input no evaluation set has."""
     import keras
 
-    from edge_boneage.convert.litert import export_litert
+    from edge_boneage.convert.export import export_litert
 
     keras.utils.set_random_seed(1)
     image = keras.Input((32, 32, 1), dtype="uint8", name="image")
