@@ -54,6 +54,8 @@ from pathlib import Path
 import numpy as np
 
 from edge_boneage import EdgeBoneageError, __version__
+# the model description and check data live in convert.checkdata; these names stay importable from here
+from edge_boneage.convert.checkdata import DataSet, _image_shape, input_specs, make_data, model_task
 
 #: default parity limits (see the module docstring)
 FLOAT32_RTOL = 1e-4
@@ -63,7 +65,6 @@ FP16_MAX_PROB_DIFF = 0.01
 MAX_AGE_MAE_VS_KERAS = {"dynamic": 2.0, "int8": 3.0}  # months
 MIN_GRADE_AGREEMENT = 0.9
 
-CALIB_SOURCES = ("synth", "rsna")
 CHECK_SEED = 20240917  # check images come from a different seed than calibration: fixed and disjoint
 CALIB_SEED = 7
 
@@ -107,36 +108,6 @@ def load_keras_model(path: str | os.PathLike):
         raise EdgeBoneageError(f"{path}: cannot load Keras model ({type(exc).__name__}: {msg})") from exc
 
 
-def input_specs(model) -> dict[str, tuple[tuple, str]]:
-    """{input name: (shape without batch, dtype)} of a Keras model."""
-    out = {}
-    for t in model.inputs:
-        name = getattr(t, "name", "").split(":")[0]
-        out[name] = (tuple(t.shape[1:]), str(t.dtype).replace("<dtype: '", "").replace("'>", ""))
-    return out
-
-
-def model_task(model) -> str:
-    """"age" (inputs image[, sex], outputs age, probs) or "tw3_stage" (inputs image[, bone], output probs)."""
-    names = set(input_specs(model))
-    outs = set(model.output_names) if hasattr(model, "output_names") else set()
-    if "image" not in names:
-        raise EdgeBoneageError(f"model {model.name!r}: no input named 'image' (inputs: {sorted(names)})")
-    if "age" in outs:
-        return "age"
-    if "bone" in names or outs == {"probs"}:
-        return "tw3_stage"
-    raise EdgeBoneageError(f"model {model.name!r}: outputs {sorted(outs)} are neither an age model's nor a TW3 "
-                           "stage model's")
-
-
-def _image_shape(model) -> tuple[int, int]:
-    shape, _ = input_specs(model)["image"]
-    if len(shape) != 3 or shape[0] is None or shape[0] != shape[1]:
-        raise EdgeBoneageError(f"model {model.name!r}: 'image' input must be (S, S, C), got {shape}")
-    return int(shape[0]), int(shape[2])
-
-
 def source_info(keras_path: Path) -> dict:
     """Validation MAE of the source model, from a run.json / model_card.json next to the .keras, else None."""
     for name in ("run.json", "model_card.json", f"{keras_path.stem}.json"):
@@ -157,117 +128,6 @@ def source_info(keras_path: Path) -> dict:
         return {"val_mae_months": mae, "from": name, "enhance": cfg.get("enhance"),
                 "model": cfg.get("model") or cfg.get("arch"), "data": cfg.get("data")}  # arch: a tw3 run's
     return {"val_mae_months": None, "from": None, "enhance": None, "model": None, "data": None}
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Calibration and check data (training distribution: RSNA through datasets/io/preprocess, or the synth generator)
-
-
-@dataclass
-class DataSet:
-    inputs: dict  # {name: batched array}
-    labels: dict = field(default_factory=dict)  # age: {"age_months", "male"}; stage: {"grade", "bone", "image_id"}
-    source: str = ""
-
-    def __len__(self) -> int:
-        return int(next(iter(self.inputs.values())).shape[0])
-
-    def samples(self) -> list[dict]:
-        """One dict per sample with batch 1 (the representative dataset format)."""
-        return [{k: v[i:i + 1] for k, v in self.inputs.items()} for i in range(len(self))]
-
-
-def _resize(images: np.ndarray, size: int) -> np.ndarray:
-    if images.shape[1] == size:
-        return images
-    import cv2
-
-    return np.stack([cv2.resize(im, (size, size), interpolation=cv2.INTER_AREA) for im in images])
-
-
-def _channels(images: np.ndarray, channels: int) -> np.ndarray:
-    x = images[..., None]
-    return np.repeat(x, channels, axis=-1) if channels > 1 else x
-
-
-def _age_inputs(model, images, male, size_c) -> dict:
-    size, ch = size_c
-    names = input_specs(model)
-    x = {"image": _channels(images, ch).astype(np.uint8)}
-    if "sex" in names:
-        x["sex"] = np.asarray(male, np.float32).reshape(-1, 1)
-    return x
-
-
-def age_data(model, source: str, n: int, *, seed: int, rsna_dir=None, enhance=None, offset: int = 0) -> DataSet:
-    """n labelled images for an age model, preprocessed to its input size."""
-    size, ch = _image_shape(model)
-    if source == "synth":
-        from edge_boneage.synth import generate
-
-        b = generate(int(n), size=max(size, 64), seed=seed)
-        images = _resize(b.images, size)
-        if enhance:
-            from edge_boneage.preprocess import enhance_image
-
-            images = np.stack([enhance_image(im, enhance) for im in images])
-        return DataSet(_age_inputs(model, images, b.male, (size, ch)),
-                       {"age_months": b.boneage.astype(np.float64), "male": b.male.astype(bool)},
-                       f"synth(seed={seed}, n={n})")
-    if source == "rsna":
-        from edge_boneage import datasets
-        from edge_boneage.io import read_image
-        from edge_boneage.preprocess import PreprocessSpec
-
-        if not rsna_dir:
-            raise EdgeBoneageError("--calib rsna needs --rsna-dir (a folder with labels.csv and img100/)")
-        base = Path(rsna_dir)
-        result = datasets.load_rsna_csv(base / "labels.csv", base / "img100", check_files=False)
-        samples = list(result.samples)
-        if (base / "fullres.csv").is_file():  # calibrate / check on the protocol's training split only, so that no
-            from edge_boneage.train import protocol_split  # validation or test image chooses a quantisation scale
-
-            samples = list(protocol_split(samples, base)[0])
-        if len(samples) < offset + n:
-            raise EdgeBoneageError(f"{base / 'labels.csv'}: only {len(samples)} samples, need {offset + n}")
-        order = np.random.default_rng(seed).permutation(len(samples))[offset:offset + n]
-        from edge_boneage.preprocess import spec_of_keras_model
-
-        spec = spec_of_keras_model(model, enhance=enhance)
-        picked = [samples[i] for i in order]
-        images = np.stack([spec.apply(read_image(s.path)[0]) for s in picked])
-        male = np.array([bool(s.male) for s in picked])
-        return DataSet(_age_inputs(model, images, male, (size, ch)),
-                       {"age_months": np.array([s.boneage_months for s in picked], np.float64), "male": male},
-                       f"rsna({base}, n={n}, seed={seed}, offset={offset})")
-    raise EdgeBoneageError(f"unknown calibration source {source!r}; choose one of {', '.join(CALIB_SOURCES)}")
-
-
-def stage_data(model, source: str, n: int, *, seed: int) -> DataSet:
-    """n RUS bone crops (13 per synthetic radiograph) with TW3 grades for a stage model."""
-    if source != "synth":
-        raise EdgeBoneageError("TW3 stage models need stage labels: only --calib synth is available for them")
-    from edge_boneage.synth import iter_bone_crops
-
-    size, ch = _image_shape(model)
-    n_images = max(1, -(-int(n) // 13))
-    crops, grades, bones, male, image_id = [], [], [], [], []
-    for j, (c, g, b, m) in enumerate(iter_bone_crops(n_images, size=max(4 * size, 256), crop=size, seed=seed)):
-        crops.append(c), grades.append(g), bones.append(b), male.append(np.full(len(b), bool(m)))
-        image_id.append(np.full(len(b), j))
-    crops, grades, bones = np.concatenate(crops), np.concatenate(grades), np.concatenate(bones)
-    male, image_id = np.concatenate(male), np.concatenate(image_id)
-    x = {"image": _channels(crops, ch).astype(np.uint8)}
-    if "bone" in input_specs(model):
-        x["bone"] = bones.astype(np.int32).reshape(-1, 1)
-    return DataSet(x, {"grade": grades, "bone": bones, "male": male, "image_id": image_id},
-                   f"synth crops(seed={seed}, images={n_images})")
-
-
-def make_data(model, source: str, n: int, *, seed: int, rsna_dir=None, enhance=None, offset: int = 0) -> DataSet:
-    if model_task(model) == "age":
-        return age_data(model, source, n, seed=seed, rsna_dir=rsna_dir, enhance=enhance, offset=offset)
-    return stage_data(model, source, n, seed=seed)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -601,7 +461,8 @@ def parity_gate(fmt: Format, candidate: Path, keras_out: dict, check: DataSet, t
                                                                 for k in spec})
             got = {k: raw[v] for k, v in onnx.match_outputs(keras_out, raw).items()}
             io_tensors = {"inputs": {k: {"dtype": d, "shape": s} for k, (s, d) in spec.items()},
-                          "outputs": {k: {"dtype": str(v.dtype), "shape": ["batch", *v.shape[1:]]} for k, v in got.items()}}
+                          "outputs": {k: {"dtype": str(v.dtype), "shape": ["batch", *v.shape[1:]]}
+                                      for k, v in got.items()}}
         parity = compare(fmt.rule, keras_out, got, check, task, limits)
     except EdgeBoneageError as exc:
         parity = {"n": len(check), "check_set": check.source, "passed": False,

@@ -105,14 +105,16 @@ def built(tmp_path_factory):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_model_contract(built, name):
-    from edge_boneage.convert.export import export_litert, input_specs
+    from edge_boneage.convert.checkdata import input_specs
+    from edge_boneage.convert.export import export_litert
     from edge_boneage.runtime import LiteRTModel
     from keras_models.registry import get_entry
 
     model, x, y, fresh, folder = built[name]
     entry = get_entry(name)
     # called on a batch: finite outputs with that batch
-    assert y and all(v.shape[0] == BATCH and np.all(np.isfinite(v)) for v in y.values()), {k: v.shape for k, v in y.items()}
+    shapes = {k: v.shape for k, v in y.items()}
+    assert y and all(v.shape[0] == BATCH and np.all(np.isfinite(v)) for v in y.values()), shapes
     specs = input_specs(model)
     assert "image" in specs and specs["image"][1] == "uint8", specs  # the project's image input
     if entry.task == "age":

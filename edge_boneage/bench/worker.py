@@ -129,7 +129,7 @@ def _export_onnx(model, keras_path: Path, out: Path, job: dict) -> dict:
 
 
 def _model_info(model, task) -> dict:
-    from edge_boneage.convert.export import input_specs, model_task
+    from edge_boneage.convert.checkdata import input_specs, model_task
 
     from edge_boneage.bench.macs import keras_macs
 

@@ -79,7 +79,8 @@ def handler(args) -> int:
         print(format_table(rep))
         print(f"{rep['out']}: {rep['chosen']} written (search table: {rep['out']}.search.json)")
         return 0
-    from edge_boneage.convert.export import export, format_parity, load_keras_model, model_task
+    from edge_boneage.convert.checkdata import model_task
+    from edge_boneage.convert.export import export, format_parity, load_keras_model
     from edge_boneage.convert.quantize import int8_recipes
 
     if args.recipe not in int8_recipes():

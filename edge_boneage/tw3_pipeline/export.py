@@ -1,5 +1,5 @@
-"""Stage model -> .tflite (or any format of convert.export.FORMATS) through the project's one gated exporter (``edge_boneage.convert.export.export``): the
-same child-process parity gate and main metadata record as an age export, plus the crop recipe the model was
+"""Stage model -> .tflite (or any format of convert.export.FORMATS) through the project's one gated exporter
+(``edge_boneage.convert.export.export``): the same child-process parity gate and main metadata record as an age export, plus the crop recipe the model was
 trained with, stored under the metadata entry ``TFLITE_META_NAME`` (``StageModel.meta``: ``tw3 predict`` and
 ``tw3 evaluate`` crop a .tflite's regions as its training did).
 
@@ -27,7 +27,7 @@ def crop_record(margin: float, size: int, margin_from: str) -> dict:
 def stage_crop_metadata(keras_path, model, margin: float | None = None) -> dict[str, dict]:
     """{TFLITE_META_NAME: crop_record} for a loaded stage model: the margin of its training run (run.json), or
     `margin` when no run records one; refuses (one line, naming the file) an unknown or contradicting margin."""
-    from edge_boneage.convert.export import input_specs, model_task
+    from edge_boneage.convert.checkdata import input_specs, model_task
 
     keras_path = Path(keras_path)
     if model_task(model) != "tw3_stage":
