@@ -50,7 +50,7 @@ def build_tiny(size: int = 64, seed: int = 0):
 
 
 def export_tiny(path, size: int = 64, enhance=None, seed: int = 0) -> Path:
-    from edge_boneage.convert.litert import export_litert
+    from edge_boneage.convert.export import export_litert
 
     path = export_litert(build_tiny(size, seed), path)
     return _tag(path, _record("tiny_age (2 convs)", size, enhance))
@@ -60,7 +60,7 @@ def export_mobilenet(path, size: int = 64, alpha: float = 0.35, seed: int = 0) -
     """keras_models' plain MobileNetV3-Large regressor (hard-swish, SE, depthwise: the ops a real model uses)."""
     import keras
 
-    from edge_boneage.convert.litert import export_litert
+    from edge_boneage.convert.export import export_litert
     from keras_models.registry import build_model
 
     keras.utils.set_random_seed(seed)

@@ -26,7 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 def export_float(model, path: Path) -> None:
     """Float32 LiteRT, builtin ops only (the project's exporter; see ../shared/STACK.md)."""
-    from edge_boneage.convert.litert import export_litert
+    from edge_boneage.convert.export import export_litert
 
     export_litert(model, str(path), quantization="float32")
 

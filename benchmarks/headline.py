@@ -137,7 +137,7 @@ def main(argv=None) -> int:
         files[("float32", "litert")] = f32
         if i8.is_file():
             files[("int8", "litert")] = i8
-        from edge_boneage.convert.onnx import export_keras_onnx
+        from edge_boneage.convert.export import export_keras_onnx
 
         onnx = work / f"{label}.onnx"
         try:

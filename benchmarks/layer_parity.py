@@ -37,7 +37,7 @@ def _pct(a, b) -> str:
 def lbp_rows(t, images: dict[str, dict[str, np.ndarray]], tmp: Path) -> list[list[str]]:
     import keras
 
-    from edge_boneage.convert.litert import export_litert
+    from edge_boneage.convert.export import export_litert
     from edge_boneage.runtime import LiteRTModel
     from keras_models.layers import LocalBinaryPattern
 
@@ -66,7 +66,7 @@ def lbp_rows(t, images: dict[str, dict[str, np.ndarray]], tmp: Path) -> list[lis
 def other_rows(t, tmp: Path) -> list[list[str]]:
     import keras
 
-    from edge_boneage.convert.litert import export_litert
+    from edge_boneage.convert.export import export_litert
     from edge_boneage.runtime import LiteRTModel
     from keras_models.layers import AffineGridSampler, SoftmaxExpectation
 

@@ -63,7 +63,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     import keras
 
-    from edge_boneage.convert.litert import export_litert
+    from edge_boneage.convert.export import export_litert
     from edge_boneage import datasets
     from edge_boneage.orientation import CLASSES, apply_orientation, squeeze
     from edge_boneage.train import protocol_split

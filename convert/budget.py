@@ -42,7 +42,7 @@ def candidates() -> list[tuple[str, str]]:
 
 def heldout_data(model, rsna_dir=None, n: int | None = None):
     """(inputs, labels months, description): the protocol validation split (RSNA) or synthetic held-out images."""
-    from edge_boneage.convert.export import _age_inputs, _image_shape, age_data
+    from edge_boneage.convert.checkdata import _age_inputs, _image_shape, age_data
     from edge_boneage.preprocess import spec_of_keras_model
 
     if rsna_dir is None:
@@ -86,7 +86,8 @@ def search(keras_path, out=None, *, max_mae_increase: float = 0.3, rsna_dir=None
            block: int = 10, recipes=None, log=print) -> dict:
     """Run the search; writes the chosen file to `out` (default MODEL_int8.tflite) and returns the report.
     `recipes`: candidate labels to try (default: every one of candidates())."""
-    from edge_boneage.convert.export import default_out, export, load_keras_model, model_task
+    from edge_boneage.convert.checkdata import model_task
+    from edge_boneage.convert.export import default_out, export, load_keras_model
     from edge_boneage.convert.litert import validate_in_subprocess
     from edge_boneage.fileutil import atomic_path, write_json_atomic
     from edge_boneage.tflite_meta import add_metadata, read_metadata

@@ -1,6 +1,8 @@
-"""Keras -> LiteRT (.tflite) export with builtin ops only, op listing, and validation in a child process.
+"""LiteRT files: op listing, XNNPACK int8 checks, and running a converted model in a child process.
 
-TensorFlow and Keras are imported inside the functions that need them; op listing and validation need neither.
+Exporting lives in convert.export (its FORMATS table, one gate for every format); this module neither imports
+TensorFlow nor Keras. ``run_in_child`` is the child-process runner the gate uses for every runtime (LiteRT here,
+ONNX Runtime in convert.onnx): a crash (SIGABRT in invoke) cannot take the exporter down.
 """
 
 from __future__ import annotations
@@ -16,53 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from edge_boneage import EdgeBoneageError
-from edge_boneage.fileutil import write_bytes_atomic
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-QUANTIZATIONS = ("float32",)  # fp16 / dynamic-range / int8 are added here later, via _converter_kwargs
-
-
-def _converter_kwargs(quantization: str, representative_data=None) -> dict:
-    """Extra `model.export(format="litert")` kwargs (they become TFLiteConverter attributes) per quantization."""
-    import tensorflow as tf
-
-    if quantization == "float32":
-        return {"target_spec": {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS]}}
-    raise EdgeBoneageError(f"quantization {quantization!r} is not implemented; available: {', '.join(QUANTIZATIONS)}")
-
-
-def export_litert(model, path: str | os.PathLike, *, quantization: str = "float32", representative_data=None,
-                  check_builtin: bool = True) -> Path:
-    """Export a Keras model to `path` (.tflite), builtin LiteRT ops only, written atomically; returns the path.
-
-    Must run under KERAS_BACKEND=tensorflow (a JAX-trained model: save .keras, load it in a TensorFlow process).
-    """
-    import keras
-
-    path = Path(path)
-    if path.suffix != ".tflite":
-        raise EdgeBoneageError(f"{path}: a LiteRT model file must end in .tflite")
-    if keras.backend.backend() != "tensorflow":
-        raise EdgeBoneageError(
-            f"{path}: LiteRT export needs KERAS_BACKEND=tensorflow (current backend: {keras.backend.backend()}); "
-            "save the model as .keras and export it from a TensorFlow-backend process"
-        )
-    kwargs = _converter_kwargs(quantization, representative_data)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as tmp:
-        tmp_file = Path(tmp) / "model.tflite"
-        try:
-            model.export(str(tmp_file), format="litert", verbose=False, **kwargs)
-        except Exception as exc:  # the converter's message is many lines: keep the op summary or the first line
-            lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()] or [type(exc).__name__]
-            summary = [ln for ln in lines if ln.startswith(("TF Select ops:", "Custom ops:"))] or lines[:1]
-            raise EdgeBoneageError(f"{path}: LiteRT conversion failed: {'; '.join(summary)[:500]}") from exc
-        if check_builtin:
-            custom = non_builtin_ops(tmp_file)
-            if custom:
-                raise EdgeBoneageError(f"{path}: converted model has non-builtin ops {custom}")
-        write_bytes_atomic(path, tmp_file.read_bytes())
-    return path
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -184,17 +141,24 @@ def validate_in_subprocess(path: str | os.PathLike, inputs: dict, *, timeout: fl
     path = Path(path)
     if not path.is_file():
         raise EdgeBoneageError(f"{path}: no such .tflite file")
+    return run_in_child(_CHILD, path, inputs, "LiteRT interpreter", timeout=timeout, num_threads=num_threads,
+                        what="LiteRT validation")
+
+
+def run_in_child(code: str, path: Path, inputs: dict, runtime: str, *, timeout: float = 300.0,
+                 num_threads: int = 1, what: str = "validation") -> dict[str, np.ndarray]:
+    """Run `code` (argv: model, inputs.npz, outputs.npz, threads) in a child Python; {output name: array}."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     with tempfile.TemporaryDirectory(prefix="edge_boneage_validate_") as tmp:
         in_file, out_file = Path(tmp) / "inputs.npz", Path(tmp) / "outputs.npz"
         np.savez(in_file, **{k: np.asarray(v) for k, v in inputs.items()})
-        cmd = [sys.executable, "-c", _CHILD, str(path), str(in_file), str(out_file), str(int(num_threads))]
+        cmd = [sys.executable, "-c", code, str(path), str(in_file), str(out_file), str(int(num_threads))]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
         except subprocess.TimeoutExpired as exc:
-            raise EdgeBoneageError(f"{path}: LiteRT validation timed out after {timeout:g} s") from exc
+            raise EdgeBoneageError(f"{path}: {what} timed out after {timeout:g} s") from exc
         if proc.returncode != 0:
             if proc.returncode < 0:
                 try:
@@ -205,6 +169,6 @@ def validate_in_subprocess(path: str | os.PathLike, inputs: dict, *, timeout: fl
                 how = f"failed (exit code {proc.returncode})"
             lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
             last = lines[-1].strip() if lines else "no error output"
-            raise EdgeBoneageError(f"{path}: LiteRT interpreter {how}: {last}")
+            raise EdgeBoneageError(f"{path}: {runtime} {how}: {last}")
         with np.load(out_file) as out:
             return {k: out[k] for k in out.files}

@@ -1,4 +1,6 @@
-"""ONNX in and out: Keras -> ONNX (`export --onnx`) and ONNX -> LiteRT via onnx2tf (`edge-boneage convert`).
+"""ONNX in and out: ONNX Runtime (run here or in a child process), the ONNX side of Keras -> ONNX (the "onnx" row of
+convert.export.FORMATS: grouped convolutions split per group, metadata records) and ONNX -> LiteRT via onnx2tf
+(`edge-boneage convert`).
 
 Optional extra (not in the base install; STACK.md): onnx2tf >= 2.0 needs Python >= 3.12, so on 3.11:
     pip install onnx onnxruntime onnx-graphsurgeon sng4onnx sne4onnx psutil onnxsim
@@ -21,7 +23,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -82,6 +83,56 @@ def run_onnx(path: str | os.PathLike, inputs: dict) -> dict[str, np.ndarray]:
     return dict(zip(names, res))
 
 
+_CHILD = r"""
+import sys, numpy as np
+from edge_boneage.convert.onnx import run_onnx
+data = np.load(sys.argv[2])
+np.savez(sys.argv[3], **run_onnx(sys.argv[1], {k: data[k] for k in data.files}))
+"""
+
+
+def validate_onnx_in_subprocess(path: str | os.PathLike, inputs: dict, *, timeout: float = 300.0) -> dict:
+    """Load and run an .onnx file with ONNX Runtime in a child process; {output name: array}."""
+    from edge_boneage.convert.litert import run_in_child
+
+    path = Path(path)
+    if not path.is_file():
+        raise EdgeBoneageError(f"{path}: no such ONNX file")
+    return run_in_child(_CHILD, path, inputs, "ONNX Runtime", timeout=timeout, what="ONNX Runtime validation")
+
+
+def add_onnx_metadata(data: bytes, records: dict[str, dict]) -> bytes:
+    """The ONNX model `data` with each {name: JSON record} stored as a metadata_props entry (replacing one of the
+    same name): the ONNX counterpart of edge_boneage.tflite_meta.add_metadata."""
+    import json
+
+    require("onnx")
+    import onnx
+
+    model = onnx.load_from_string(data)
+    keep = [p for p in model.metadata_props if p.key not in records]
+    del model.metadata_props[:]
+    model.metadata_props.extend(keep)
+    for name, record in records.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = name, json.dumps(record, sort_keys=True)
+    return model.SerializeToString()
+
+
+def read_onnx_metadata(path: str | os.PathLike, name: str = "edge_boneage") -> dict | None:
+    """A JSON record add_onnx_metadata stored in an .onnx file; None when it has none of that name."""
+    import json
+
+    require("onnx")
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    for p in model.metadata_props:
+        if p.key == name:
+            return json.loads(p.value)
+    return None
+
+
 def sample_inputs(spec: dict[str, tuple[list, str]], n: int = 8, seed: int = 0) -> dict[str, np.ndarray]:
     """Deterministic test/calibration inputs for an ONNX model: images 0..1 (float) or 0..255 (uint8), batch n."""
     rng = np.random.default_rng(seed)
@@ -125,7 +176,7 @@ def _to_lite_layout(x: np.ndarray, transposed: bool) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if transposed else x
 
 
-def _match_outputs(onnx_out: dict, lite_out: dict) -> dict[str, str]:
+def match_outputs(onnx_out: dict, lite_out: dict) -> dict[str, str]:
     """{onnx output name: LiteRT output name}: by name when the names agree, else by order and shape."""
     pairs = {}
     lite_names = list(lite_out)
@@ -203,7 +254,7 @@ def onnx_to_litert(onnx_path, out=None, *, quantization: str = "float32", calib:
         feed = _rename_inputs(feed, lite_names, onnx_path)
         try:
             lite = validate_in_subprocess(candidate, feed)
-            pairs = _match_outputs(ref, lite)
+            pairs = match_outputs(ref, lite)
             diffs = {k: float(np.max(np.abs(np.asarray(lite[v], np.float64) - ref[k]))) for k, v in pairs.items()}
             tol = {"float32": FLOAT_TOL, "fp16": FP16_TOL}.get(quantization)
             if tol is not None:
@@ -287,52 +338,3 @@ def split_grouped_convs(model):
     for old_layer, new_layer in zip(model.layers, new.layers):
         new_layer.set_weights(old_layer.get_weights())
     return new, len(found)
-
-
-def export_keras_onnx(keras_path, out, *, check_n: int = 8, force: bool = False, tol: float = 1e-4,
-                      model=None) -> dict:
-    """model.export(out, format="onnx") (TensorFlow backend, tf2onnx), checked against Keras with ONNX Runtime.
-    Grouped convolutions are exported split per group (split_grouped_convs); the check is against the original."""
-    require("onnx", "onnxruntime", "tf2onnx")
-    from edge_boneage.convert.export import keras_outputs, load_keras_model, make_data
-    from edge_boneage.fileutil import atomic_path
-
-    keras_path, out = Path(keras_path), Path(out)
-    if out.suffix != ".onnx":
-        raise EdgeBoneageError(f"{out}: an ONNX file must end in .onnx")
-    if model is None:
-        model = load_keras_model(keras_path)
-    data = make_data(model, "synth", check_n, seed=20240917)
-    ref = keras_outputs(model, data.inputs)
-    exported, n_split = split_grouped_convs(model)
-    if n_split:  # call the rewritten model once (export needs a called model) and check it against the original
-        split_ref = keras_outputs(exported, data.inputs)
-        off = {k: float(np.max(np.abs(split_ref[k] - ref[k]))) for k in ref}
-        if any(not np.allclose(split_ref[k], ref[k], rtol=tol, atol=tol) for k in ref):
-            raise EdgeBoneageError(f"{out}: the grouped convolutions split per group differ from the original "
-                                   f"(max abs diff {off}); no file written")
-    with tempfile.TemporaryDirectory(prefix="edge_boneage_onnx_") as tmp:
-        cand = Path(tmp) / "model.onnx"
-        try:
-            exported.export(str(cand), format="onnx", verbose=False)
-        except Exception as exc:
-            raise EdgeBoneageError(f"{out}: ONNX export failed: {' '.join(str(exc).split())[:300]}") from exc
-        spec = onnx_inputs(cand)
-        feed = {k: np.asarray(data.inputs[k]).astype(spec[k][1]) for k in spec}
-        try:
-            got = run_onnx(cand, feed)
-        except Exception as exc:  # e.g. tf2onnx left an unconvertible XLA call (Keras' grouped conv on CPU)
-            raise EdgeBoneageError(f"{out}: the exported ONNX model does not load/run in ONNX Runtime "
-                                   f"({type(exc).__name__}: {' '.join(str(exc).split())[:300]}); no file written"
-                                   ) from exc
-        pairs = _match_outputs(ref, got)
-        diffs = {k: float(np.max(np.abs(np.asarray(got[v], np.float64) - ref[k]))) for k, v in pairs.items()}
-        bad = [k for k, v in pairs.items() if not np.allclose(got[v], ref[k], rtol=tol, atol=tol)]
-        status = "FAILED" if bad else "PASSED"
-        if bad and not force:
-            raise EdgeBoneageError(f"{out}: ONNX Runtime differs from Keras on {bad} (max abs diff "
-                                   f"{', '.join('%s=%.3g' % (k, diffs[k]) for k in bad)}); no file written")
-        with atomic_path(out) as tmp_out:
-            shutil.copyfile(cand, tmp_out)
-    return {"path": out, "max_abs_diff": diffs, "status": status if not bad else "FAILED (forced)",
-            "inputs": list(spec), "grouped_convs_split": n_split}

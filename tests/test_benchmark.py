@@ -142,7 +142,7 @@ def _tiny_conv_dense():
 
 
 def test_macs_keras_and_tflite_match_hand_count(tmp_path):
-    from edge_boneage.convert.litert import export_litert
+    from edge_boneage.convert.export import export_litert
     from edge_boneage.bench.macs import keras_macs
     from edge_boneage.device_runner import count_macs
 
@@ -162,7 +162,8 @@ def test_macs_keras_and_tflite_match_hand_count(tmp_path):
 
 @pytest.fixture(scope="module")
 def bench_run(tmp_path_factory):
-    from edge_boneage.bench.harness import config_from_dict, run_benchmark
+    from edge_boneage.bench.config import config_from_dict
+    from edge_boneage.bench.harness import run_benchmark
 
     tmp = tmp_path_factory.mktemp("bench")
     bad = tmp / "broken.keras"
@@ -270,7 +271,7 @@ def test_cli_config_errors(tmp_path):
 
 
 def test_weights_are_named_files_never_guessed(tmp_path, monkeypatch):
-    from edge_boneage.bench.harness import config_from_dict
+    from edge_boneage.bench.config import config_from_dict
 
     with pytest.raises(EdgeBoneageError, match="weights 'auto'.*no longer read"):
         config_from_dict({"models": [{"model": "mobilenetv3_large", "weights": "auto"}]}, "cfg.json")
@@ -285,7 +286,7 @@ def test_weights_are_named_files_never_guessed(tmp_path, monkeypatch):
 
 
 def test_shipped_configs_parse():
-    from edge_boneage.bench.harness import load_config
+    from edge_boneage.bench.config import load_config
 
     configs = sorted((REPO / "benchmarks" / "configs").glob("bench_*.json"))
     assert configs, "no benchmarks/configs/bench_*.json"
@@ -313,7 +314,7 @@ def _tiny_age_tflite(path: Path, extra_input: bool = False) -> Path:
     """A tiny model under the age I/O contract; extra_input adds an input no evaluation set has."""
     import keras
 
-    from edge_boneage.convert.litert import export_litert
+    from edge_boneage.convert.export import export_litert
 
     keras.utils.set_random_seed(1)
     image = keras.Input((32, 32, 1), dtype="uint8", name="image")
@@ -335,7 +336,7 @@ def _tiny_age_tflite(path: Path, extra_input: bool = False) -> Path:
 def test_ssh_loopback_end_to_end(loopback_sshd, tmp_path, capsys):
     from edge_boneage.cli import main
     from edge_boneage.device_runner import model_inputs  # noqa: F401  (the runner imports without edge_boneage deps)
-    from edge_boneage.bench.harness import pack_eval_set
+    from edge_boneage.bench.rows import pack_eval_set
 
     model = _tiny_age_tflite(tmp_path / "tiny_age_f32.tflite")
     broken = tmp_path / "corrupt.tflite"
@@ -368,7 +369,7 @@ def test_ssh_loopback_end_to_end(loopback_sshd, tmp_path, capsys):
 def test_eval_set_is_the_protocol_test_split_made_by_the_models_contract(rsna_dir, tmp_path):
     """data.split "test": the images that chose nothing; each model's evaluation set is made by its own contract."""
     from edge_boneage import datasets
-    from edge_boneage.bench.harness import pack_eval_set
+    from edge_boneage.bench.rows import pack_eval_set
     from edge_boneage.io import read_image
     from edge_boneage.preprocess import PreprocessSpec
     from edge_boneage.train import protocol_split

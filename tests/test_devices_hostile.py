@@ -62,7 +62,7 @@ def _assert_nothing_ran(root: Path, *dirs: Path) -> None:
     ("-lroot@box", "-lroot"),
 ])
 def test_ssh_target_starting_with_dash_is_refused(spec, part, tmp_path, capsys):
-    from edge_boneage.bench.harness import config_from_dict
+    from edge_boneage.bench.config import config_from_dict
     from edge_boneage.cli import main
 
     what = "host" if spec.endswith(part) else "user"
@@ -267,7 +267,8 @@ sys.stdout.write(open({str(FIXTURE)!r}).read())
 
 def _cheap_run(out: Path, model: Path) -> dict:
     """The cheapest benchmark there is: one given .tflite that cannot be read (a 'validation failed' row, no child)."""
-    from edge_boneage.bench.harness import config_from_dict, run_benchmark
+    from edge_boneage.bench.config import config_from_dict
+    from edge_boneage.bench.harness import run_benchmark
 
     cfg = config_from_dict({"models": [{"model": str(model)}], "variants": ["f32"], "runtimes": ["litert"],
                             "data": {"source": "synth", "n": 2, "seed": 1}, "runs": 1, "warmup": 0,
@@ -276,7 +277,7 @@ def _cheap_run(out: Path, model: Path) -> dict:
 
 
 def test_benchmark_keeps_user_files_and_cleans_its_own(tmp_path):
-    from edge_boneage.bench.harness import WORK_MARK
+    from edge_boneage.bench.config import WORK_MARK
 
     model = tmp_path / "corrupt.tflite"
     model.write_bytes(b"TFL3 but not a flatbuffer" * 4)

@@ -185,7 +185,8 @@ def test_contract_survives_save_load(age_model, tmp_path):
 
 
 def test_litert_float_matches_keras(age_model, tmp_path):
-    from edge_boneage.convert.litert import export_litert, non_builtin_ops
+    from edge_boneage.convert.export import export_litert
+    from edge_boneage.convert.litert import non_builtin_ops
     from edge_boneage.runtime import LiteRTModel
 
     name, m = age_model

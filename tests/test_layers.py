@@ -14,7 +14,8 @@ import pytest
 keras = pytest.importorskip("keras")
 skfeature = pytest.importorskip("skimage.feature")
 
-from edge_boneage.convert.litert import export_litert, non_builtin_ops  # noqa: E402
+from edge_boneage.convert.export import export_litert  # noqa: E402
+from edge_boneage.convert.litert import non_builtin_ops  # noqa: E402
 from edge_boneage.runtime import LiteRTModel  # noqa: E402
 from keras_models.layers import (  # noqa: E402
     BONE_AGE_CLASS_CENTRES_MONTHS,

@@ -352,7 +352,8 @@ def test_jax_to_tensorflow(jax_child):
 
 @pytest.mark.parametrize("which", ["ril", "plain"])
 def test_litert_float_matches_keras(which, request, tmp_path):
-    from edge_boneage.convert.litert import export_litert, non_builtin_ops, op_counts
+    from edge_boneage.convert.export import export_litert
+    from edge_boneage.convert.litert import non_builtin_ops, op_counts
     from edge_boneage.runtime import LiteRTModel
 
     model = request.getfixturevalue(which)

@@ -67,7 +67,8 @@ def test_keras_mobilenet_onnx_roundtrip(tmp_path):
     pytest.importorskip("tf2onnx", reason="tf2onnx not installed (pip install --no-deps tf2onnx==1.17.0)")
     import keras
 
-    from edge_boneage.convert.onnx import export_keras_onnx, onnx_inputs, onnx_to_litert
+    from edge_boneage.convert.export import export_keras_onnx
+    from edge_boneage.convert.onnx import onnx_inputs, onnx_to_litert
     from keras_models.registry import build_model
 
     keras.utils.set_random_seed(0)
@@ -101,7 +102,8 @@ def test_grouped_convolutions_export_to_onnx_split_per_group(tmp_path):
     pytest.importorskip("tf2onnx", reason="tf2onnx not installed (pip install --no-deps tf2onnx==1.17.0)")
     import keras
 
-    from edge_boneage.convert.onnx import export_keras_onnx, run_onnx
+    from edge_boneage.convert.export import export_keras_onnx
+    from edge_boneage.convert.onnx import run_onnx
 
     inp = keras.Input((16, 16, 4), name="image")
     x = keras.layers.Conv2D(8, 3, padding="same", groups=2, name="gconv")(inp)
@@ -119,7 +121,7 @@ def test_grouped_convolutions_export_to_onnx_split_per_group(tmp_path):
 
 def test_csp_resnext_stage_model_exports_to_onnx(tmp_path):
     pytest.importorskip("tf2onnx", reason="tf2onnx not installed (pip install --no-deps tf2onnx==1.17.0)")
-    from edge_boneage.convert.onnx import export_keras_onnx
+    from edge_boneage.convert.export import export_keras_onnx
     from keras_models.registry import build_model
 
     src = tmp_path / "csp.keras"

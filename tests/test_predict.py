@@ -20,7 +20,7 @@ def models(tmp_path_factory):
     """A tiny age model with the project's I/O contract, saved as .keras and exported to .tflite."""
     import keras
 
-    from edge_boneage.convert.litert import export_litert
+    from edge_boneage.convert.export import export_litert
     from keras_models.layers import SoftmaxExpectation
 
     keras.utils.set_random_seed(0)

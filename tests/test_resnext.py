@@ -228,7 +228,8 @@ def test_single_bone_save_load_safe_mode(tmp_path):
 def test_litert_float_export_matches_keras(tmp_path, csp):
     if keras.backend.backend() != "tensorflow":
         pytest.skip("LiteRT export needs KERAS_BACKEND=tensorflow")
-    from edge_boneage.convert.litert import export_litert, list_ops, non_builtin_ops
+    from edge_boneage.convert.export import export_litert
+    from edge_boneage.convert.litert import list_ops, non_builtin_ops
     from edge_boneage.runtime import LiteRTModel
 
     model = R.build_tw3_classifier(csp=csp, **TINY)

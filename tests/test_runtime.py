@@ -18,7 +18,8 @@ keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
 from edge_boneage.convert import litert  # noqa: E402
-from edge_boneage.convert.litert import export_litert, list_ops, non_builtin_ops, op_counts, validate_in_subprocess  # noqa: E402
+from edge_boneage.convert.export import export_litert  # noqa: E402
+from edge_boneage.convert.litert import list_ops, non_builtin_ops, op_counts, validate_in_subprocess  # noqa: E402
 from keras_models.layers import LocalBinaryPattern, SoftmaxExpectation  # noqa: E402
 
 

@@ -312,7 +312,7 @@ def test_evaluate_keras_and_tflite_agree(tmp_path):
     """`edge-boneage evaluate` on a .keras and on its LiteRT export: same MAE; the .tflite path imports no TF/Keras."""
     from keras_models.registry import build_model
 
-    convert = pytest.importorskip("edge_boneage.convert.litert")
+    convert = pytest.importorskip("edge_boneage.convert.export")
     model = build_model("tiny_test_age", input_size=S)
     keras_path = tmp_path / "m.keras"
     T.save_model_atomic(model, keras_path)

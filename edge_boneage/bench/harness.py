@@ -1,11 +1,15 @@
-"""The benchmark plan and its execution: models x variants x runtimes x threads -> one row each.
+"""The benchmark run loop: models x variants x runtimes x threads -> one row each.
+
+Modules: bench.config (the plan), bench.exports (phase 1), bench.rows (rows, phase 2's data), this one
+(phase 3 and the report).
 
 Phases (the parent imports neither TensorFlow nor Keras; everything that could crash runs in a child process):
 
 1. export: for each Keras model (registry name built with kwargs and optional weights, or a .keras file) ONE
    exporter child (``python -m edge_boneage.bench.worker export``) writes the f32/fp16/dynamic/int8 .tflite files
    through convert.export's parity gate (force=True: a model that fails the gate is still written and its row is
-   marked "validation failed") and the .onnx (Keras' own ONNX export, when tf2onnx is installed). If the child dies,
+   marked "validation failed") and the .onnx (the "onnx" row of the same table and gate, when tf2onnx is
+   installed). If the child dies,
    the variant it was on becomes an "export failed" row and a fresh child continues with the rest.
 2. data: the labelled evaluation set is packed once per (task, input size, channels) into an .npz of preprocessed
    uint8 images + labels (the same file a device gets).
@@ -20,392 +24,23 @@ this tool did not make is never deleted, and no run reuses another run's files.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
 import importlib.util
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from edge_boneage import EdgeBoneageError, __version__
-
-VARIANTS = ("f32", "fp16", "dynamic", "int8")
-RUNTIMES = ("litert", "onnxruntime", "openvino", "keras", "tflite_runtime")
-DATA_SOURCES = ("synth", "rsna", "csv")
-WORK_MARK = ".edge_boneage_bench_work"  # in each run folder under OUT/work that a benchmark run made
-WORK_TOOL = "edge-boneage benchmark"
-
-
-@dataclass
-class ModelSpec:
-    model: str  # registry name, or a .keras / .tflite / .onnx path
-    name: str | None = None  # label in the table (default: registry name or file stem)
-    kwargs: dict = field(default_factory=dict)  # builder kwargs (registry models)
-    weights: str | None = None  # .keras or .weights.h5 with trained weights (registry models); none: random weights
-
-    @property
-    def label(self) -> str:
-        return self.name or (Path(self.model).stem if _is_file_spec(self.model) else self.model)
-
-
-@dataclass
-class BenchConfig:
-    models: list[ModelSpec]
-    variants: list[str] = field(default_factory=lambda: list(VARIANTS))
-    threads: list[int] = field(default_factory=lambda: [1])
-    runtimes: list[str] = field(default_factory=lambda: ["litert", "onnxruntime", "openvino", "keras"])
-    data: dict = field(default_factory=lambda: {"source": "synth", "n": 32, "seed": 12345})
-    runs: int = 50
-    warmup: int = 5
-    calib_n: int = 32
-    check_n: int = 16
-    int8_recipe: str = "tf_int8"  # the int8 variant's recipe (convert.quantize.int8_recipes(), e.g. aeq_int8_float_stem)
-    device: str = "local"
-    ssh_opts: list[str] = field(default_factory=list)
-    remote_python: str = "python3"
-    benchmark_model_bin: str | None = None
-    out: str = "runs/benchmark"
-    compare: list[dict] = field(default_factory=list)  # [{"a": model label, "b": model label, "goal": 1.5}]
-    interleave: bool = True  # re-time every local row interleaved in one child per thread count (ratios hold)
-    interleave_repeats: int = 15
-    interleave_block: int = 10
-    export_timeout: float = 3600.0
-    run_timeout: float = 900.0
-    title: str = "edge-boneage benchmark"
-
-    def to_json(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-def _is_file_spec(s: str) -> bool:
-    return s.endswith((".keras", ".tflite", ".onnx"))
-
-
-def config_from_dict(d: dict, where: str = "config") -> BenchConfig:
-    d = dict(d)
-    known = {f.name for f in dataclasses.fields(BenchConfig)}
-    extra = sorted(set(d) - known - {"name", "description", "_comment"})
-    if extra:
-        raise EdgeBoneageError(f"{where}: unknown keys {extra}; known: {sorted(known)}")
-    models = []
-    for i, m in enumerate(d.pop("models", None) or []):
-        if isinstance(m, str):
-            m = {"model": m}
-        if not isinstance(m, dict) or "model" not in m:
-            raise EdgeBoneageError(f"{where}: models[{i}] needs a 'model' (registry name or file)")
-        bad = sorted(set(m) - {f.name for f in dataclasses.fields(ModelSpec)})
-        if bad:
-            raise EdgeBoneageError(f"{where}: models[{i}] has unknown keys {bad}")
-        m = dict(m)
-        # "~/runs/NAME/best.keras" works as a user would expect; relative paths are the caller's (children run
-        # in the work folder, so every path they get is absolute)
-        if _is_file_spec(str(m["model"])):
-            m["model"] = os.path.abspath(os.path.expanduser(str(m["model"])))
-        if m.get("weights") and m["weights"] != "auto":  # "auto" is refused by validate with its reason
-            m["weights"] = os.path.abspath(os.path.expanduser(str(m["weights"])))
-        models.append(ModelSpec(**m))
-    if not models:
-        raise EdgeBoneageError(f"{where}: no models to benchmark")
-    d.pop("name", None), d.pop("description", None), d.pop("_comment", None)
-    if isinstance(d.get("data"), dict):  # data paths are the caller's too (the children run in the work folder)
-        d["data"] = {k: (os.path.abspath(os.path.expanduser(str(v))) if k in ("rsna_dir", "csv", "image_dir") and v
-                         else v) for k, v in d["data"].items()}
-    cfg = BenchConfig(models=models, **d)
-    validate(cfg, where)
-    return cfg
-
-
-def load_config(path: str | os.PathLike) -> BenchConfig:
-    path = Path(path)
-    if not path.is_file():
-        raise EdgeBoneageError(f"{path}: no such benchmark config")
-    text = path.read_text()
-    try:
-        if path.suffix in (".yaml", ".yml"):
-            try:
-                import yaml
-            except ImportError as exc:
-                raise EdgeBoneageError(f"{path}: YAML configs need PyYAML; use the .json form") from exc
-            d = yaml.safe_load(text)
-        else:
-            d = json.loads(text)
-    except (json.JSONDecodeError, ValueError) as exc:
-        raise EdgeBoneageError(f"{path}: not valid {path.suffix[1:].upper()} ({exc})") from exc
-    if not isinstance(d, dict):
-        raise EdgeBoneageError(f"{path}: the config must be a mapping")
-    return config_from_dict(d, str(path))
-
-
-def validate(cfg: BenchConfig, where: str = "config") -> None:
-    from edge_boneage.bench.devices import check_device
-
-    check_device(cfg.device)  # a bad or hostile --device fails now, not after the export phase
-    bad = [v for v in cfg.variants if v not in VARIANTS]
-    if bad:
-        raise EdgeBoneageError(f"{where}: unknown variants {bad}; choose from {', '.join(VARIANTS)}")
-    bad = [r for r in cfg.runtimes if r not in RUNTIMES]
-    if bad:
-        raise EdgeBoneageError(f"{where}: unknown runtimes {bad}; choose from {', '.join(RUNTIMES)}")
-    if not cfg.threads or any(int(t) < 1 for t in cfg.threads):
-        raise EdgeBoneageError(f"{where}: threads must be integers >= 1, got {cfg.threads}")
-    from edge_boneage.convert.quantize import int8_recipes
-
-    if cfg.int8_recipe not in int8_recipes():
-        raise EdgeBoneageError(f"{where}: int8_recipe {cfg.int8_recipe!r}; choose from {', '.join(int8_recipes())}")
-    if cfg.data.get("source", "synth") not in DATA_SOURCES:
-        raise EdgeBoneageError(f"{where}: data source {cfg.data.get('source')!r}; choose from {', '.join(DATA_SOURCES)}")
-    if int(cfg.runs) < 1 or int(cfg.warmup) < 0:
-        raise EdgeBoneageError(f"{where}: need runs >= 1 and warmup >= 0")
-    labels = [m.label for m in cfg.models]
-    dup = sorted({x for x in labels if labels.count(x) > 1})
-    if dup:
-        raise EdgeBoneageError(f"{where}: model labels {dup} appear twice; give each a distinct 'name'")
-    for m in cfg.models:  # registry names are checked by the exporter child (the parent never imports Keras)
-        if _is_file_spec(m.model) and not Path(m.model).is_file():
-            raise EdgeBoneageError(f"{where}: {m.model}: no such model file")
-        if m.weights == "auto":
-            raise EdgeBoneageError(f"{where}: model {m.label}: weights 'auto' (newest file under runs/) is no longer "
-                                   f"read; name the .keras / .weights.h5 file, or leave weights out for random weights")
-        if m.weights and not Path(m.weights).is_file():
-            raise EdgeBoneageError(f"{where}: model {m.label}: weights {m.weights}: no such file")
-
-
-# --------------------------------------------------------------------------------------------------------------
-# rows
-
-
-def new_row(model: str, variant: str, runtime: str, threads, device: str, status: str, error=None, file=None) -> dict:
-    return {"model": model, "variant": variant, "runtime": runtime, "threads": threads, "device": device,
-            "status": status, "size_mb": (os.path.getsize(file) / 2**20) if file and Path(file).is_file() else None,
-            "gmacs": None, "mae_months": None, "acc_1y": None, "stage_acc": None, "init_ms": None, "first_ms": None,
-            "warmup_ms": None, "mean_ms": None, "p50_ms": None, "p90_ms": None, "peak_mem_mb": None,
-            "gmacs_per_s": None, "error": error, "file": str(file) if file else None}
-
-
-def fill_row(row: dict, res: dict, macs: int | None) -> dict:
-    """Copy a runner/worker result into a row (ms, MB, GMAC/s); a failed result makes it 'validation failed'."""
-    row["result"] = res
-    if not res.get("ok"):
-        row["status"] = "validation failed"
-        row["error"] = (f"{row['error']}; " if row.get("error") else "") + str(res.get("error"))
-        row["crashed"] = bool(res.get("crashed"))
-        return row
-    t = res.get("timing_us") or {}
-    ms = {k: (t.get(k) / 1000.0 if t.get(k) is not None else None) for k in
-          ("init", "first", "warmup_avg", "avg", "p50", "p90")}
-    row.update({"init_ms": ms["init"], "first_ms": ms["first"], "warmup_ms": ms["warmup_avg"], "mean_ms": ms["avg"],
-                "p50_ms": ms["p50"], "p90_ms": ms["p90"]})
-    mem = res.get("memory") or {}
-    if mem.get("peak_rss_kb") or mem.get("maxrss_kb"):
-        row["peak_mem_mb"] = (mem.get("peak_rss_kb") or mem["maxrss_kb"]) / 1024.0
-    elif mem.get("peak_mb") is not None:
-        row["peak_mem_mb"] = mem["peak_mb"]
-    if res.get("delegate"):
-        row["delegate"] = res["delegate"]
-    acc = res.get("accuracy") or {}
-    row["mae_months"], row["acc_1y"], row["stage_acc"] = acc.get("mae_months"), acc.get("acc_1y"), acc.get("stage_acc")
-    graph = (res.get("macs") or {}).get("macs") if isinstance(res.get("macs"), dict) else None
-    macs = graph or macs
-    if macs:
-        row["gmacs"] = macs / 1e9
-        if ms["avg"]:
-            row["gmacs_per_s"] = macs / (ms["avg"] / 1000.0) / 1e9
-    if res.get("outputs_finite") is False and row["status"] == "ok":
-        row["status"] = "validation failed"
-        row["error"] = "non-finite outputs"
-    return row
-
-
-# --------------------------------------------------------------------------------------------------------------
-# evaluation data
-
-
-def _child_env() -> dict:
-    env = dict(os.environ)
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    return env
-
-
-def _age_arrays(data: dict, size: int, spec: dict | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
-    """Images (preprocessed by the model's contract `spec` when given), ages, sexes, description."""
-    from edge_boneage import train as T
-
-    src_kind = data.get("source", "synth")
-    n = int(data.get("n", 32))
-    contract = {}
-    if spec:
-        contract = {"frame": spec.get("frame", "letterbox"), "crop": spec.get("crop"),
-                    "enhance": spec.get("enhance") or data.get("enhance")}  # (crop margin: the default, as trained)
-    cfg = T.TrainConfig(data=src_kind, synth_n=n, rsna_dir=data.get("rsna_dir"), labels_csv=data.get("csv"),
-                        image_dir=data.get("image_dir"), limit=n, size=size,
-                        **({"enhance": data.get("enhance")} if not spec else {}), **contract,
-                        seed=int(data.get("seed", 12345)))
-    split = data.get("split")
-    if split:  # the fixed protocol's test (or validation) split: images that chose nothing
-        if src_kind != "rsna" or split not in ("test", "val"):
-            raise EdgeBoneageError(f"data split {split!r}: use 'test' or 'val' with source rsna (the fixed protocol)")
-        cfg.limit = None
-        full = T.load_source(cfg)
-        _tr, va_s, te_s = T.protocol_split(full.samples, Path(data["rsna_dir"]))  # the protocol (seed 0), as trained
-        pos = {s.id: i for i, s in enumerate(full.samples)}
-        picked = [pos[s.id] for s in (te_s if split == "test" else va_s)][: n or None]
-        src = full.subset(np.array(picked, np.int64))
-    else:
-        src = T.load_source(cfg)
-    images = np.stack([src.image(i) for i in range(len(src))]).astype(np.uint8)
-    desc = f"{src_kind}(n={len(src)}, size={size}" + (f", seed={cfg.seed})" if src_kind == "synth" else
-                                                       f", {data.get('rsna_dir') or data.get('csv')}"
-                                                       + (f", protocol {split} split)" if split else ")"))
-    return images, np.asarray(src.months, np.float32), np.asarray(src.male, np.float32), desc
-
-
-def _stage_arrays(data: dict, size: int):
-    from edge_boneage.synth import iter_bone_crops
-
-    if data.get("source", "synth") != "synth":
-        raise EdgeBoneageError("TW3 stage models need stage labels: only synthetic data has them (data.source synth)")
-    n_images = max(1, -(-int(data.get("n", 32)) // 13))
-    seed = int(data.get("seed", 12345))
-    crops, grades, bones = [], [], []
-    for c, g, b, _m in iter_bone_crops(n_images, size=max(4 * size, 256), crop=size, seed=seed):
-        crops.append(c), grades.append(g), bones.append(b)
-    return (np.concatenate(crops).astype(np.uint8), np.concatenate(grades).astype(np.int64),
-            np.concatenate(bones).astype(np.int32), f"synth bone crops(images={n_images}, crop={size}, seed={seed})")
-
-
-def pack_eval_set(task: str, size: int, channels: int, data: dict, path: Path, spec: dict | None = None) -> dict:
-    """Write the evaluation .npz for one (task, size, channels[, input contract]); returns {"path", "n", "desc"}."""
-    from edge_boneage.fileutil import atomic_path
-
-    if task == "age":
-        images, months, male, desc = _age_arrays(data, size, spec)
-        arrays = {"image": images[..., None], "sex": male.reshape(-1, 1).astype(np.float32),
-                  "label_age_months": months.astype(np.float64)}
-    elif task == "tw3_stage":
-        crops, grades, bones, desc = _stage_arrays(data, size)
-        arrays = {"image": crops[..., None], "bone": bones.reshape(-1, 1), "label_grade": grades}
-    else:
-        raise EdgeBoneageError(f"unknown model task {task!r}")
-    if channels > 1:
-        arrays["image"] = np.repeat(arrays["image"], channels, axis=-1)
-    arrays["task"] = np.array(task)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-    return {"path": str(path), "n": int(arrays["image"].shape[0]), "desc": desc}
-
-
-# --------------------------------------------------------------------------------------------------------------
-# export phase
-
-
-def _signal_text(rc: int) -> str:
-    from edge_boneage.bench.devices import describe_exit
-
-    return describe_exit(rc)[0]
-
-
-def export_model(spec: ModelSpec, cfg: BenchConfig, work: Path, want_onnx: bool, log=print) -> dict:
-    """Run the exporter child(ren) for one Keras model; returns {"info", "variants": {v: result}, "onnx": result}."""
-    stem = re.sub(r"[^A-Za-z0-9_.-]", "_", spec.label)
-    weights = spec.weights
-    job = {"source": spec.model, "kwargs": spec.kwargs, "weights": weights,
-           "workdir": str(work), "stem": stem,
-           "variants": list(cfg.variants), "onnx": want_onnx, "int8_recipe": cfg.int8_recipe,
-           "calib": "rsna" if cfg.data.get("source") == "rsna"
-           else "synth", "rsna_dir": cfg.data.get("rsna_dir"), "calib_n": cfg.calib_n, "check_n": cfg.check_n}
-    job_path = work / f"{stem}.job.json"
-    job_path.write_text(json.dumps(job, indent=1))
-    crash_notes: dict[str, str] = {}
-    for attempt in range(len(cfg.variants) + 2):
-        t0 = time.time()
-        try:
-            proc = subprocess.run([sys.executable, "-m", "edge_boneage.bench.worker", "export", str(job_path)],
-                                  capture_output=True, text=True, timeout=cfg.export_timeout, env=_child_env(),
-                                  cwd=str(work))
-            rc, err = proc.returncode, proc.stderr
-        except subprocess.TimeoutExpired:
-            rc, err = None, f"timed out after {cfg.export_timeout:g} s"
-        log(f"  exporter for {spec.label}: {'ok' if rc == 0 else ('exit ' + str(rc))} in {time.time() - t0:.0f} s")
-        info_path = work / f"{stem}.info.json"
-        info = json.loads(info_path.read_text()) if info_path.is_file() else {"error": f"exporter {rc}: "
-                                                                                       f"{(err or '').strip()[-300:]}"}
-        if "error" in info:
-            break
-        pending = [v for v in cfg.variants if not (work / f"{stem}_{v}.export.json").is_file()]
-        onnx_pending = want_onnx and not (work / f"{stem}.onnx.export.json").is_file()
-        if rc == 0 or not (pending or onnx_pending):
-            break
-        culprit = next((v for v in pending if (work / f"{stem}_{v}.started").is_file()), None)
-        how = _signal_text(rc) if rc is not None else err
-        if culprit is None and onnx_pending and (work / f"{stem}_onnx.started").is_file():
-            (work / f"{stem}.onnx.export.json").write_text(json.dumps(
-                {"status": "export failed", "error": f"exporter {how} during the ONNX export"}))
-        elif culprit is not None:
-            crash_notes[culprit] = how
-            (work / f"{stem}_{culprit}.export.json").write_text(json.dumps(
-                {"status": "export failed", "error": f"exporter {how} during the {culprit} export", "crashed": True}))
-        else:
-            break
-    variants = {}
-    for v in cfg.variants:
-        p = work / f"{stem}_{v}.export.json"
-        variants[v] = json.loads(p.read_text()) if p.is_file() else \
-            {"status": "export failed", "error": (info.get("error") if "error" in info else "exporter did not finish")}
-        f = work / f"{stem}_{v}.tflite"
-        variants[v]["file"] = str(f) if f.is_file() and variants[v]["status"] != "export failed" else None
-    onnx = None
-    if want_onnx:
-        p = work / f"{stem}.onnx.export.json"
-        onnx = json.loads(p.read_text()) if p.is_file() else {"status": "export failed", "error": info.get(
-            "error", "exporter did not finish")}
-        f = work / f"{stem}.onnx"
-        onnx["file"] = str(f) if f.is_file() and onnx["status"] == "ok" else None
-    return {"info": info, "variants": variants, "onnx": onnx, "stem": stem, "weights": info.get("weights_note")}
-
-
-def _tflite_info(path: str) -> dict:
-    """Task and inputs of a .tflite from its interpreter (+ edge_boneage metadata when present)."""
-    from edge_boneage import device_runner as R
-
-    Interpreter, _ = R.interpreter_class()
-    ins, outs = R.io_details(Interpreter(model_path=path))
-    inputs = {k: {"shape": [int(s) for s in d.get("shape_signature", d["shape"])][1:],
-                  "dtype": np.dtype(d["dtype"]).name} for k, d in ins.items()}
-    task = "age" if "age" in outs else "tw3_stage"
-    variant = "file"
-    try:
-        from edge_boneage.tflite_meta import read_metadata
-
-        meta = read_metadata(path) or {}
-        mode = (meta.get("quantization") or {}).get("mode")
-        variant = {"float32": "f32"}.get(mode, mode or "file")
-        task = (meta.get("model") or {}).get("task") or task
-    except Exception:  # noqa: BLE001 - metadata is optional
-        pass
-    return {"task": task, "inputs": inputs, "variant": variant}
-
-
-def spec_file(m: dict) -> str | None:
-    return m["spec"].model if _is_file_spec(m["spec"].model) and Path(m["spec"].model).is_file() else None
-
-
-def _onnx_info(path: str) -> dict:
-    import onnxruntime as ort
-
-    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    inputs = {i.name: {"shape": list(i.shape[1:]), "dtype": i.type} for i in sess.get_inputs()}
-    outs = [o.name for o in sess.get_outputs()]
-    return {"task": "age" if "age" in outs else "tw3_stage", "inputs": inputs}
+from edge_boneage.bench.config import WORK_MARK, WORK_TOOL, BenchConfig, child_env, validate
+from edge_boneage.bench.exports import onnx_info, signal_text, tflite_info, export_model, spec_file
+from edge_boneage.bench.rows import fill_row, new_row, pack_eval_set
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -422,7 +57,7 @@ def run_worker(runtime: str, model: str, eval_npz: str, threads: int, cfg: Bench
     out = Path(run_cfg["out"])
     out.unlink(missing_ok=True)
     return run_child([sys.executable, "-m", "edge_boneage.bench.worker", "run", str(work / f"{tag}.run.json")], out,
-                     timeout=cfg.run_timeout, env=_child_env())
+                     timeout=cfg.run_timeout, env=child_env())
 
 
 def _load_average() -> list[float] | None:
@@ -487,9 +122,9 @@ def run_benchmark(cfg: BenchConfig, log=print) -> dict:
         if spec.model.endswith((".tflite", ".onnx")):  # given files: nothing to export, a bad file fails validation
             try:
                 if spec.model.endswith(".tflite"):
-                    info = _tflite_info(spec.model)
+                    info = tflite_info(spec.model)
                 else:
-                    info = _onnx_info(spec.model) if have_ort else {"error": "onnxruntime not installed"}
+                    info = onnx_info(spec.model) if have_ort else {"error": "onnxruntime not installed"}
             except Exception as exc:  # noqa: BLE001 - a row, not a dead harness
                 info = {"error": f"{spec.model}: cannot load ({type(exc).__name__}: {' '.join(str(exc).split())[:300]})"}
             info["given_file"] = True
@@ -552,7 +187,7 @@ def run_benchmark(cfg: BenchConfig, log=print) -> dict:
                         row = new_row(label, variant, rt, int(t), device, ex["status"], ex.get("error"), ex["file"])
                         log(f"run {label} {variant} {rt} t{t} on {backend.name} ...")
                         if rt == "tflite_runtime":
-                            res = LocalBackend(env={**_child_env(), "EDGE_BONEAGE_FORCE_TFLITE_RUNTIME": "1"}) \
+                            res = LocalBackend(env={**child_env(), "EDGE_BONEAGE_FORCE_TFLITE_RUNTIME": "1"}) \
                                 .run_tflite(ex["file"], ev, threads=t, runs=cfg.runs, warmup=cfg.warmup,
                                             timeout=cfg.run_timeout)
                         else:
@@ -665,12 +300,12 @@ def interleave_rows(rows: list[dict], evals: dict, cfg: BenchConfig, work: Path,
         jp.write_text(json.dumps(job))
         try:
             proc = subprocess.run([sys.executable, "-m", "edge_boneage.bench.interleave", str(jp), str(op)],
-                                  capture_output=True, text=True, timeout=cfg.run_timeout, env=_child_env())
+                                  capture_output=True, text=True, timeout=cfg.run_timeout, env=child_env())
             res = json.loads(op.read_text()) if proc.returncode == 0 and op.is_file() else None
         except subprocess.TimeoutExpired:
             res, proc = None, None
         if res is None:
-            why = "timed out" if proc is None else _signal_text(proc.returncode)
+            why = "timed out" if proc is None else signal_text(proc.returncode)
             log(f"  interleaved timing t{t}: child {why}; the rows keep their sequential timings")
             continue
         for i, r in sel.items():

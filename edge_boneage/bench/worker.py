@@ -106,30 +106,30 @@ def _export_variant(model, keras_path: Path, variant: str, out: Path, job: dict)
             "method": (res.info or {}).get("method"), "exporter": "edge_boneage.convert.export.export"}
 
 
-def _export_onnx(model, out: Path) -> dict:
+def _export_onnx(model, keras_path: Path, out: Path, job: dict) -> dict:
+    """The "onnx" row of convert.export.FORMATS through the same gated exporter as every LiteRT variant (force=True:
+    a file that fails the gate is written and its row says so)."""
     import importlib.util
+
+    from edge_boneage.convert import export as X
 
     t0 = time.time()
     if importlib.util.find_spec("tf2onnx") is None:
         return {"status": "skipped", "error": "tf2onnx not installed (Keras' ONNX export needs it)", "seconds": 0.0}
-    from edge_boneage.fileutil import atomic_path
-
-    from edge_boneage.convert.onnx import split_grouped_convs
-
     try:
         _call_once(model)
-        exported, n_split = split_grouped_convs(model)  # Keras' CPU grouped conv is an XLA call tf2onnx cannot take
-        if n_split:
-            _call_once(exported)
-        with atomic_path(out) as tmp:
-            exported.export(str(tmp), format="onnx", verbose=False)
-    except Exception as exc:  # noqa: BLE001 - one row
+        res = X.export(keras_path, out, quantization="onnx", check_n=int(job.get("check_n", 16)), force=True,
+                       model=model, log=lambda *a: None)
+    except Exception as exc:  # noqa: BLE001 - one row (tf2onnx raises its own error types)
         return {"status": "export failed", "error": _one_line(exc), "seconds": time.time() - t0}
-    return {"status": "ok", "error": None, "seconds": time.time() - t0, "exporter": "keras model.export(format='onnx')"}
+    status = "ok" if res.passed else "validation failed"
+    err = None if res.passed else f"parity gate: {res.parity.get('reason')}"
+    return {"status": status, "error": err, "parity": res.parity, "seconds": time.time() - t0,
+            "method": (res.info or {}).get("method"), "exporter": "edge_boneage.convert.export.export"}
 
 
 def _model_info(model, task) -> dict:
-    from edge_boneage.convert.export import input_specs, model_task
+    from edge_boneage.convert.checkdata import input_specs, model_task
 
     from edge_boneage.bench.macs import keras_macs
 
@@ -176,7 +176,7 @@ def export_main(job_path: str) -> int:
         res_path = work / f"{stem}.onnx.export.json"
         if not res_path.exists():
             (work / f"{stem}_onnx.started").write_text(str(os.getpid()))
-            _write_json(res_path, _export_onnx(model, work / f"{stem}.onnx"))
+            _write_json(res_path, _export_onnx(model, keras_path, work / f"{stem}.onnx", job))
     return 0
 
 

@@ -56,7 +56,7 @@ def register(subparsers) -> None:
 
 
 def build_config(args):
-    from edge_boneage.bench.harness import config_from_dict, load_config
+    from edge_boneage.bench.config import config_from_dict, load_config
 
     if args.config:
         cfg = load_config(args.config)

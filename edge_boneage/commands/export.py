@@ -1,7 +1,10 @@
-"""`edge-boneage export MODEL.keras`: LiteRT (.tflite) float32 / fp16 / dynamic / full int8 behind a parity gate.
+"""`edge-boneage export MODEL.keras`: LiteRT (.tflite) float32 / fp16 / dynamic / full int8, or ONNX, behind a
+parity gate: every format is a row of convert.export.FORMATS and goes through convert.export.export.
 
 Every exported file is run in a child process on a fixed check set and compared with the Keras model before it
 is written (see convert.export); a failing file is not written unless --force (then marked FAILED in metadata).
+A TW3 stage model is exported with the crop record `tw3 export` writes (tw3_pipeline.export.stage_crop_metadata:
+the margin of its training run, or --margin), so `tw3 predict` crops its regions as training did.
 """
 
 from __future__ import annotations
@@ -48,6 +51,9 @@ def register(subparsers) -> None:
     p.add_argument("--recipes", help="comma-separated candidates for --max-mae-increase (default: all)")
     p.add_argument("--heldout-n", type=int, help="held-out images for --max-mae-increase (default: all)")
     p.add_argument("--onnx", action="store_true", help="export to ONNX (model.export(format='onnx')) instead")
+    p.add_argument("--margin", type=float,
+                   help="TW3 stage models only: the crop margin it was trained with, when no tw3 run.json next to "
+                        "the .keras records it (one that does must agree)")
     p.set_defaults(func=handler)
 
 
@@ -59,14 +65,9 @@ def handler(args) -> int:
     if args.calib_n < 1 or args.check_n < 1:
         raise EdgeBoneageError("--calib-n and --check-n must be >= 1")
     src = Path(args.model)
-    if args.onnx:
-        from edge_boneage.convert.onnx import export_keras_onnx
-
-        out = Path(args.out) if args.out else src.with_suffix(".onnx")
-        res = export_keras_onnx(src, out, check_n=args.check_n, force=args.force)
-        print(f"{res['path']}: ONNX written; max |ONNX Runtime - Keras| = "
-              f"{', '.join(f'{k}={v:.3g}' for k, v in res['max_abs_diff'].items())} ({res['status']})")
-        return 0
+    fmt = "onnx" if args.onnx else args.quant
+    if args.onnx and args.quant != "float32":
+        raise EdgeBoneageError(f"--onnx exports float32 ONNX; drop --{args.quant}")
     if args.max_mae_increase is not None:
         if args.quant != "int8":
             raise EdgeBoneageError("--max-mae-increase goes with --int8 (it searches the int8 recipes)")
@@ -78,14 +79,35 @@ def handler(args) -> int:
         print(format_table(rep))
         print(f"{rep['out']}: {rep['chosen']} written (search table: {rep['out']}.search.json)")
         return 0
-    from edge_boneage.convert.export import export, format_parity
+    from edge_boneage.convert.checkdata import model_task
+    from edge_boneage.convert.export import export, format_parity, load_keras_model
     from edge_boneage.convert.quantize import int8_recipes
 
     if args.recipe not in int8_recipes():
         raise EdgeBoneageError(f"--recipe {args.recipe}: unknown; choose from {', '.join(int8_recipes())}")
-    res = export(src, args.out, quantization=args.quant, io=args.io, calib=args.calib, rsna_dir=args.rsna_dir,
-                 calib_n=args.calib_n, check_n=args.check_n, force=args.force,
-                 keep_float=[] if args.no_float_islands else "auto", recipe=args.recipe)
+    model = load_keras_model(src)
+    kw = dict(quantization=fmt, io=args.io, calib=args.calib, rsna_dir=args.rsna_dir, calib_n=args.calib_n,
+              check_n=args.check_n, force=args.force, keep_float=[] if args.no_float_islands else "auto",
+              recipe=args.recipe, model=model)
+    if model_task(model) == "tw3_stage":
+        from edge_boneage.tw3_pipeline.constants import TFLITE_META_NAME
+        from edge_boneage.tw3_pipeline.export import export_stage_tflite
+
+        res = export_stage_tflite(src, args.out, args.margin, **kw)
+        crop = res.extra_metadata[TFLITE_META_NAME]["crop"]
+        print(f"TW3 stage model: {crop['size']} px crops, margin {crop['margin']:g} (from {crop['margin_from']})")
+    else:
+        if args.margin is not None:
+            raise EdgeBoneageError(f"{src}: --margin is for TW3 stage models; an age model's crop margin is part "
+                                   "of its own contract")
+        res = export(src, args.out, **kw)
+    if fmt == "onnx":
+        diffs = {k[len("max_abs_diff_"):]: v for k, v in res.parity.items() if k.startswith("max_abs_diff_")}
+        print(f"{res.path}: ONNX written; max |ONNX Runtime - Keras| = "
+              f"{', '.join(f'{k}={v:.3g}' for k, v in diffs.items())} ({res.parity['status']})")
+        if res.forced:
+            print(f"WARNING: {res.path} FAILED the parity check and was written only because of --force")
+        return 0
     q = res.metadata["quantization"]
     ops = q.get("ops") or {}
     print(f"{res.path}: {q['mode']} (I/O {q['io']}), {res.path.stat().st_size / 2**20:.2f} MiB, "

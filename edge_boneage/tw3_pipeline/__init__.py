@@ -47,7 +47,7 @@ from edge_boneage.tw3_pipeline.constants import (BONES, DEFAULT_AGE_RANGE, DEFAU
                                                  N_BONES, N_CLASSES, TFLITE_META_NAME)
 from edge_boneage.tw3_pipeline.crops import crop_region, crop_window, region_crops
 from edge_boneage.tw3_pipeline.data import StageData, folder_stage_data, synth_stage_data
-from edge_boneage.tw3_pipeline.export import crop_record, export_stage_tflite
+from edge_boneage.tw3_pipeline.export import crop_record, export_stage_tflite, stage_crop_metadata
 from edge_boneage.tw3_pipeline.model import StageModel
 from edge_boneage.tw3_pipeline.prediction import format_prediction, predict_image, years_months
 from edge_boneage.tw3_pipeline.reports import evaluate, plot_sweep, report_markdown
@@ -61,5 +61,5 @@ __all__ = ["BONES", "BOX_TOLERANCE_PX", "DEFAULT_AGE_RANGE", "DEFAULT_MARGIN", "
            "bone_scores", "boxes_for_image", "check_boxes_in_image", "config_from_run", "crop_record", "crop_region",
            "crop_window", "evaluate", "export_stage_tflite", "folder_stage_data", "format_prediction", "method_table",
            "oracle_table", "plot_sweep", "predict_image", "read_boxes", "region_crops", "report_markdown",
-           "score_probs", "stage_accuracy", "synth_stage_data", "threshold_sweep", "train_stage_model",
+           "score_probs", "stage_accuracy", "stage_crop_metadata", "synth_stage_data", "threshold_sweep", "train_stage_model",
            "trained_margin", "years_months"]
