@@ -22,15 +22,13 @@ with ``sigma_years``: see edge_boneage.sources). ``lambda`` is ``age_loss_weight
 as a Keras loss weight of lambda/12 on the month-valued MAE of the ``age`` output. Adam, lr 1e-4, batch 8
 (the paper's settings) are the defaults.
 
-Resume, exactly once per epoch. At the end of epoch e the checkpoint callback, in this order: saves
-``checkpoints/epoch-e.keras`` (temp file + rename), appends row e to ``log.csv`` (flushed + fsynced), writes
-``state.json`` (temp + rename: THE commit), then links ``last.keras`` / ``best.keras`` to it and deletes older
-epoch files. ``resume=True`` reads ``state.json``, loads its checkpoint (weights + optimizer state), drops
-``log.csv`` rows after the committed epoch (a row written just before a kill whose epoch never committed),
-re-links last/best, and continues with ``initial_epoch = e + 1``; the data pipeline's shuffling/augmentation is
-seeded by (seed, epoch), so the resumed epochs see the same batches an uninterrupted run would (dropout masks
-are not restored, so the weights are not bit-identical to an uninterrupted run's). A resumed run
-takes its configuration from the saved ``run.json``; only ``epochs`` may be raised to train longer.
+Resume, exactly once per epoch: the run folder (run.json, the state.json commit after each epoch's checkpoint and
+fsynced log row, last/best links, resume refusals) is edge_boneage.runfolder's, shared with the TW3 stage trainer.
+``resume=True`` continues from the committed epoch with ``initial_epoch = e + 1``; the data pipeline's
+shuffling/augmentation is seeded by (seed, epoch), so the resumed epochs see the same batches an uninterrupted run
+would (dropout masks are not restored, so the weights are not bit-identical to an uninterrupted run's). A resumed
+run takes its configuration from the saved ``run.json``; only ``epochs`` may be raised to train longer, and a
+setting given explicitly (``explicit``) that differs from the run's is refused, naming it.
 
 Several devices (JAX backend): with more than one device visible, training is data-parallel through
 ``keras.distribution.DataParallel`` (batch split over devices; batch must be a multiple of the device count).
@@ -42,7 +40,6 @@ import csv
 import dataclasses
 import json
 import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -51,7 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_boneage import EdgeBoneageError
-from edge_boneage.fileutil import write_json_atomic, write_text_atomic
+from edge_boneage.fileutil import write_json_atomic
 # the one model handle and .keras loader live in edge_boneage.modelfile (inference never imports this module)
 from edge_boneage.modelfile import (  # noqa: F401  (re-exported for callers of the training API)
     KerasModelFile,
@@ -62,6 +59,15 @@ from edge_boneage.modelfile import (  # noqa: F401  (re-exported for callers of 
     model_input_size,
 )
 from edge_boneage.modelfile import open_model as open_age_model  # noqa: F401
+# the run folder (state commit, log, last/best, resume checks) is edge_boneage.runfolder's, shared with tw3 training
+from edge_boneage.runfolder import (  # noqa: F401  (re-exported: committed_epoch, save_model_atomic)
+    RunFolder,
+    committed_epoch,
+    config_differences,
+    epoch_commit_callback,
+    save_model_atomic,
+)
+from edge_boneage.runfolder import truncate_log as _truncate_log  # noqa: F401
 
 MONITOR = "val_age_mae"  # validation MAE of the "age" output, months
 
@@ -349,45 +355,6 @@ def _builder_params(name: str) -> set[str]:
     return set(inspect.signature(get_entry(name).builder).parameters)
 
 
-def committed_epoch(run_dir: str | os.PathLike) -> int:
-    """The last epoch a run has committed (its state.json, replaced atomically, never torn); -1 before the first."""
-    try:
-        return int(json.loads((Path(run_dir) / "state.json").read_text())["epoch"])
-    except (OSError, ValueError, KeyError):
-        return -1
-
-
-def save_model_atomic(model, path: str | os.PathLike) -> None:
-    """model.save to a temp `.keras` beside `path`, then rename (Keras insists on the .keras suffix)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.keras")
-    try:
-        model.save(str(tmp))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def _link_atomic(src: Path, dst: Path) -> None:
-    """dst := src (hard link when possible, else copy), replacing dst atomically."""
-    tmp = dst.with_name(f".{dst.stem}.{os.getpid()}.link.keras")
-    if tmp.exists():
-        tmp.unlink()
-    try:
-        if dst.exists() and os.path.samefile(src, dst):
-            return  # already that file (rename onto a hard link of itself would leave tmp behind)
-        os.link(src, tmp)
-    except OSError:
-        shutil.copy2(src, tmp)
-    try:
-        os.replace(tmp, dst)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def set_bn_momentum(model, momentum: float) -> int:
     """Set the moving-statistics momentum of every BatchNormalization layer (nested models included).
 
@@ -477,94 +444,6 @@ def _has_gpu() -> bool:
     return False
 
 
-# ----------------------------------------------------------------------------------------------- checkpoints / log
-
-
-def _read_csv_rows(path: Path) -> tuple[list[str], list[dict]]:
-    if not path.is_file():
-        return [], []
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        return list(reader.fieldnames or []), list(reader)
-
-
-def _truncate_log(path: Path, last_epoch: int) -> None:
-    """Rewrite log.csv with one complete row per committed epoch 0..last_epoch (rows of epochs that never
-    committed, half-written rows and duplicates are dropped; the last complete row of an epoch wins)."""
-    header, rows = _read_csv_rows(path)
-    if not header:
-        return
-    by_epoch: dict[int, dict] = {}
-    for r in rows:
-        if any(r.get(k) in (None, "") for k in header) or None in r:
-            continue
-        try:
-            e = int(r["epoch"])
-        except ValueError:
-            continue
-        if e <= last_epoch:
-            by_epoch[e] = r
-    import io
-
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=header, lineterminator="\n")
-    w.writeheader()
-    w.writerows(by_epoch[e] for e in sorted(by_epoch))
-    write_text_atomic(path, buf.getvalue())
-
-
-def _make_checkpointer(out: Path, state: dict, on_commit=None):
-    import keras
-
-    class EpochCheckpoint(keras.callbacks.Callback):
-        """Per-epoch checkpoint + CSV row + state commit (see module docstring for the order)."""
-
-        def __init__(self):
-            super().__init__()
-            self.state = dict(state)
-            self.log_path = out / "log.csv"
-            self.ckpt_dir = out / "checkpoints"
-
-        def on_epoch_end(self, epoch, logs=None):
-            logs = dict(logs or {})
-            ckpt = self.ckpt_dir / f"epoch-{epoch:04d}.keras"
-            save_model_atomic(self.model, ckpt)
-            header, _ = _read_csv_rows(self.log_path)
-            row = {"epoch": epoch, **{k: float(v) for k, v in sorted(logs.items())}}
-            if not header:
-                header = list(row)
-            new_file = not self.log_path.exists() or self.log_path.stat().st_size == 0
-            with open(self.log_path, "a", newline="") as f:
-                w = csv.DictWriter(f, fieldnames=header, extrasaction="ignore", lineterminator="\n")
-                if new_file:
-                    w.writeheader()
-                w.writerow(row)
-                f.flush()
-                os.fsync(f.fileno())
-            val = logs.get(MONITOR, logs.get("age_mae"))
-            st = dict(self.state)
-            st.update({"epoch": epoch, "checkpoint": ckpt.name, "time": time.time()})
-            if val is not None and (st.get("best_val_mae") is None or float(val) < st["best_val_mae"]):
-                st["best_val_mae"], st["best_epoch"] = float(val), epoch
-            write_json_atomic(out / "state.json", st)  # <- the commit
-            self.state = st
-            _after_commit(out, st)
-            if on_commit:
-                on_commit(epoch, row)
-
-    return EpochCheckpoint()
-
-
-def _after_commit(out: Path, st: dict) -> None:
-    ckpt = out / "checkpoints" / st["checkpoint"]
-    _link_atomic(ckpt, out / "last.keras")
-    if st.get("best_epoch") == st["epoch"]:
-        _link_atomic(ckpt, out / "best.keras")
-    for old in (out / "checkpoints").glob("epoch-*.keras"):
-        if old.name != ckpt.name:
-            old.unlink(missing_ok=True)
-
-
 # ----------------------------------------------------------------------------------------------- evaluation
 
 
@@ -617,17 +496,7 @@ RESUME_MAY_CHANGE = {"epochs", "out", "resume", "verbose", "backend_note"}
 
 def resume_differences(config: TrainConfig, saved: dict, explicit) -> list[str]:
     """'name old -> new' for every explicitly given setting that differs from the saved run's."""
-    saved_cfg = TrainConfig.from_json(saved)
-    diffs = []
-    for name in sorted(set(explicit) - RESUME_MAY_CHANGE):
-        if not hasattr(config, name):
-            continue
-        new, old = getattr(config, name), getattr(saved_cfg, name)
-        if isinstance(new, (list, tuple)) or isinstance(old, (list, tuple)):
-            new, old = (list(new) if new is not None else None), (list(old) if old is not None else None)
-        if new != old:
-            diffs.append(f"{name} {old!r} -> {new!r}")
-    return diffs
+    return config_differences(config, TrainConfig.from_json(saved), explicit, RESUME_MAY_CHANGE)
 
 
 def train(config: TrainConfig, source=None, *, explicit=None) -> TrainResult:
@@ -640,29 +509,21 @@ def train(config: TrainConfig, source=None, *, explicit=None) -> TrainResult:
     """
     t0 = time.time()
     out = Path(config.out)
-    state_path = out / "state.json"
-    state: dict = {}
-    if config.resume and state_path.is_file():
-        state = json.loads(state_path.read_text())
-        saved = json.loads((out / "run.json").read_text())["config"]
-        if explicit is not None:
-            diffs = resume_differences(config, saved, explicit)
-            if diffs:
-                raise EdgeBoneageError(f"{out}: --resume keeps the run's own settings, but this command changes "
-                                       f"{'; '.join(diffs)} (drop those flags, or start a new run with another --out)")
+    folder = RunFolder(out, "training run")
+    state = folder.begin(config.resume)
+    if state:
+        saved = folder.saved_config()
+        folder.refuse_changes(config, TrainConfig.from_json(saved), explicit, RESUME_MAY_CHANGE)
         epochs = max(config.epochs, int(saved.get("epochs", 0)))
         config = TrainConfig.from_json({**saved, "epochs": epochs, "out": str(out), "resume": True,
                                         "verbose": config.verbose})
-    elif state_path.is_file():
-        raise EdgeBoneageError(f"{out}: already holds a training run (state.json); pass --resume or another --out")
     if config.batch < 1 or config.epochs < 1:
         raise EdgeBoneageError("batch and epochs must be >= 1")
     config = resolve_source_size(config)
-    if state and int(state["epoch"]) + 1 >= config.epochs and (out / "best.keras").is_file():
-        best = out / "best.keras"
+    if folder.finished(state, config.epochs):
         return TrainResult(out=str(out), epochs_done=int(state["epoch"]) + 1, initial_epoch=int(state["epoch"]) + 1,
                            best_epoch=state.get("best_epoch"), best_val_mae_months=state.get("best_val_mae"),
-                           last_checkpoint=str(out / "last.keras"), best_checkpoint=str(best), val_report=None,
+                           last_checkpoint=str(folder.last), best_checkpoint=str(folder.best), val_report=None,
                            history=[], seconds=time.time() - t0, already_finished=True)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -688,13 +549,11 @@ def train(config: TrainConfig, source=None, *, explicit=None) -> TrainResult:
 
     initial_epoch = 0
     if state:
-        ckpt = out / "checkpoints" / state["checkpoint"]
+        ckpt = folder.checkpoint(state)
         model = load_model(ckpt)
         if getattr(model, "optimizer", None) is None or not getattr(model, "compiled", True):
             raise EdgeBoneageError(f"{ckpt}: checkpoint has no optimizer state; cannot resume")
-        initial_epoch = int(state["epoch"]) + 1
-        _truncate_log(out / "log.csv", int(state["epoch"]))
-        _after_commit(out, state)
+        initial_epoch = folder.restore(state)
     else:
         import_custom_objects()
         try:
@@ -729,17 +588,13 @@ def train(config: TrainConfig, source=None, *, explicit=None) -> TrainResult:
         if config.bn_momentum is not None:
             set_bn_momentum(model, config.bn_momentum)
         compile_model(model, config, steps_per_epoch=len(train_src) // config.batch)
-        for stale in ("log.csv", "last.keras", "best.keras"):
-            (out / stale).unlink(missing_ok=True)
+        folder.start_fresh()
 
     run_info = {"config": config.to_json(), "environment": _environment(), "distribution": dist,
                 "mixed_precision": mp, "model_params": int(model.count_params()),
                 "n_train": len(train_src), "n_val": len(val_src) if val_src is not None else 0,
                 "val_ids": list(val_src.ids) if val_src is not None else [], "started": time.time()}
-    if state:
-        prev = json.loads((out / "run.json").read_text())
-        run_info["resumes"] = prev.get("resumes", []) + [{"at_epoch": initial_epoch, "time": time.time()}]
-    write_json_atomic(out / "run.json", run_info)
+    folder.write_run_info(run_info, resumed_at=initial_epoch if state else None)
 
     names = set(model_input_names(model))
     kw = dict(label_smoothing=config.label_smoothing, sigma_years=config.sigma_years)
@@ -750,11 +605,12 @@ def train(config: TrainConfig, source=None, *, explicit=None) -> TrainResult:
     val_ds = (sources.make_dataset(val_src, config.batch, inputs=names, **kw) if val_src is not None else None)
 
     history: list[dict] = []
-    cb = _make_checkpointer(out, state, on_commit=lambda e, row: history.append(row))
+    cb = epoch_commit_callback(folder, state, monitor=MONITOR, fallback="age_mae", best_key="best_val_mae",
+                               on_commit=lambda _cb, e, row: history.append(row))
     if initial_epoch < config.epochs:
         model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, initial_epoch=initial_epoch,
                   callbacks=[train_ds.epoch_callback(), cb], verbose=config.verbose, shuffle=False)
-    final_state = json.loads(state_path.read_text()) if state_path.is_file() else {}
+    final_state = folder.final_state()
 
     val_report = None
     best_path = out / "best.keras"

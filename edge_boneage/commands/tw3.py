@@ -6,6 +6,7 @@ See docs/TW3.md. Library: the edge_boneage.tw3_pipeline package (this module onl
 from __future__ import annotations
 
 import json
+import sys
 
 from edge_boneage import EdgeBoneageError
 
@@ -67,6 +68,7 @@ def register(subparsers) -> None:
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
     t.add_argument("--verbose", type=int, default=2)
     t.set_defaults(func=handle_train)
+    t.set_defaults(parser_defaults={a.dest: a.default for a in t._actions})
 
     for name, helptext in (("evaluate", "sweep P on validation, then classic/Top2/TopN + stage accuracy on test"),
                            ("sweep", "only the threshold sweep on validation data (MAE vs P plot)")):
@@ -110,6 +112,7 @@ def register(subparsers) -> None:
 def handle_train(args) -> int:
     from edge_boneage.tw3_pipeline.constants import DEFAULT_AGE_RANGE, DEFAULT_MARGIN
     from edge_boneage.tw3_pipeline.run_config import StageTrainConfig
+    from edge_boneage.runfolder import explicit_settings, finished_message, interrupted_message, sigterm_as_interrupt
     from edge_boneage.tw3_pipeline.training import train_stage_model
 
     cfg = StageTrainConfig(
@@ -119,7 +122,17 @@ def handle_train(args) -> int:
         age_range=tuple(args.age_range or DEFAULT_AGE_RANGE), epochs=args.epochs, batch=args.batch, lr=args.lr,
         time_budget_s=None if args.time_budget is None else 60.0 * args.time_budget, out=args.out,
         resume=args.resume, verbose=args.verbose)
-    s = train_stage_model(cfg)
+    explicit = (explicit_settings(args, args.parser_defaults, {"model_arg": "model_args", "time_budget": "time_budget_s"})
+                if args.resume else None)
+    try:
+        with sigterm_as_interrupt():
+            s = train_stage_model(cfg, explicit=explicit)
+    except KeyboardInterrupt:
+        print(interrupted_message("tw3 train", cfg.out), file=sys.stderr)
+        return 130
+    if s["already_finished"]:
+        print(finished_message(cfg.out, s["epochs_done"]))
+        return 0
     acc = s["val_stage_accuracy"]
     print(f"tw3 train: {s['epochs_done']} epochs ({s['fit_seconds']:.0f} s fit, {s['data_seconds']:.0f} s data)"
           + (" - stopped by the time budget" if s["stopped_by_time_budget"] else ""))
