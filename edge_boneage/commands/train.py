@@ -72,7 +72,7 @@ def register(subparsers) -> None:
                         "the data's own size when every image is N x N, e.g. 100 for the RSNA 100x100 set")
     p.add_argument("--split", choices=("random", "protocol"), default="random",
                    help="random: --val-fraction stratified; protocol: fixed RSNA 80/10/10 train/val/test, full-res ids "
-                        "set aside (edge_boneage.train.PROTOCOL_DOC)")
+                        "set aside (edge_boneage.dataconfig.PROTOCOL_DOC)")
     p.add_argument("--val-fraction", type=float, default=0.1, help="validation share (default 0.1)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch", type=int)
@@ -107,7 +107,8 @@ def register(subparsers) -> None:
 def handler(args) -> int:
     _set_backend(args.backend)
     from edge_boneage.runfolder import explicit_settings, finished_message, interrupted_message, sigterm_as_interrupt
-    from edge_boneage.train import RECIPES, TrainConfig, train
+    from edge_boneage.train import train
+    from edge_boneage.train_config import RECIPES, TrainConfig
 
     kw = dict(RECIPES[args.recipe])
     for name in ("size", "frame", "crop", "source_size", "epochs", "batch", "lr", "optimizer", "weight_decay", "schedule",
