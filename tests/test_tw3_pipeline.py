@@ -505,3 +505,16 @@ def test_tw3_cli_resume_refuses_changes_finished_run_and_sigterm(tmp_path, capsy
     assert proc.returncode == 130, stderr
     assert f"edge-boneage tw3 train --resume --out {r2}" in stderr
     assert committed_epoch(r2) >= 0 and (r2 / "last.keras").is_file()
+
+
+def test_tw3_train_reads_model_args_with_the_train_parser(capsys):
+    """One --model-arg parser: `tw3 train` refuses a malformed one in the words of `train`, before any work."""
+    from edge_boneage.cli import main
+    from edge_boneage.commands.train import parse_model_args
+
+    assert parse_model_args(["depths=[1,1,1,1]", "width_mult=0.25", "use_se=FALSE"]) == {
+        "depths": [1, 1, 1, 1], "width_mult": 0.25, "use_se": False}
+    for cmd in (["tw3", "train", "--out", "unused"], ["train"]):
+        assert main([*cmd, "--model-arg", "cardinality"]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "--model-arg 'cardinality': expected key=value" in err[0], err

@@ -11,11 +11,13 @@ from edge_boneage import EdgeBoneageError
 
 
 def parse_model_args(pairs: list[str]) -> dict:
-    """['alpha=0.5', 'use_sex=false', 'lbp=ror'] -> {'alpha': 0.5, 'use_sex': False, 'lbp': 'ror'} (JSON values, else str)."""
+    """The one `--model-arg K=V` parser (train and tw3 train): ['alpha=0.5', 'use_sex=false', 'lbp=ror',
+    'depths=[1,1,1,1]'] -> {'alpha': 0.5, 'use_sex': False, 'lbp': 'ror', 'depths': [1, 1, 1, 1]} (true / false /
+    null in any case, then JSON values, else the text itself: "none" stays a string)."""
     out = {}
     for p in pairs or []:
         if "=" not in p:
-            raise EdgeBoneageError(f"--model-arg {p!r}: expected key=value")
+            raise EdgeBoneageError(f"--model-arg {p!r}: expected key=value (value as JSON, e.g. depths=[1,1,1,1])")
         k, v = p.split("=", 1)
         low = v.strip().lower()
         if low in ("true", "false"):

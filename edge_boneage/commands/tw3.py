@@ -13,16 +13,6 @@ from edge_boneage import EdgeBoneageError
 ARCHS = ("csp_resnext50_tw3", "resnext50_tw3")
 
 
-def _model_arg(text: str):
-    if "=" not in text:
-        raise EdgeBoneageError(f"--model-arg {text!r}: expected KEY=VALUE (VALUE as JSON, e.g. depths=[1,1,1,1])")
-    k, v = text.split("=", 1)
-    try:
-        return k.strip(), json.loads(v)
-    except json.JSONDecodeError:
-        return k.strip(), v
-
-
 def _data_args(p, defaults: bool = True) -> None:
     p.add_argument("--run", help="tw3 training run folder: take seed, image size, age range and the val/test "
                                  "image ranges from its run.json")
@@ -112,11 +102,12 @@ def register(subparsers) -> None:
 def handle_train(args) -> int:
     from edge_boneage.tw3_pipeline.constants import DEFAULT_AGE_RANGE, DEFAULT_MARGIN
     from edge_boneage.tw3_pipeline.run_config import StageTrainConfig
+    from edge_boneage.commands.train import parse_model_args
     from edge_boneage.runfolder import explicit_settings, finished_message, interrupted_message, sigterm_as_interrupt
     from edge_boneage.tw3_pipeline.training import train_stage_model
 
     cfg = StageTrainConfig(
-        arch=args.arch, model_args=dict(_model_arg(a) for a in args.model_arg), crop=args.crop,
+        arch=args.arch, model_args=parse_model_args(args.model_arg), crop=args.crop,
         margin=DEFAULT_MARGIN if args.margin is None else args.margin, image_size=args.image_size,
         n_train=args.n_train, n_val=args.n_val, n_test=args.n_test, seed=args.seed,
         age_range=tuple(args.age_range or DEFAULT_AGE_RANGE), epochs=args.epochs, batch=args.batch, lr=args.lr,
