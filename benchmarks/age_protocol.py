@@ -4,7 +4,7 @@
 
 For each model (.keras or .tflite; each is fed as its own input contract says: frame, hand crop, enhancement):
 
-- **test**: the protocol's test split of the 100x100 set (edge_boneage.train.PROTOCOL_DOC; no image of it chose an
+- **test**: the protocol's test split of the 100x100 set (edge_boneage.dataconfig.PROTOCOL_DOC; no image of it chose an
   epoch, a recipe or a calibration), MAE / bias with bootstrap 95 % intervals (2,000 resamples, seed 0), per sex and
   age band;
 - **fullres**: the 55 full-resolution radiographs of <rsna-dir>/fullres (set aside from every split);
@@ -86,7 +86,7 @@ def protocol_sets(rsna_dir: Path, split: str = "test"):
     """(test samples, fullres samples) of the protocol (split="val": the validation split instead of the test split,
     for choosing inference options such as TTA without looking at the test split)."""
     from edge_boneage import datasets
-    from edge_boneage.train import protocol_split
+    from edge_boneage.dataconfig import protocol_split
 
     samples = list(datasets.load_rsna_csv(rsna_dir / "labels.csv", rsna_dir / "img100").samples)
     _tr, val, test = protocol_split(samples, rsna_dir)

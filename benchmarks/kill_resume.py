@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edge_boneage.train import committed_epoch  # noqa: E402  (no TensorFlow import at module level)
+from edge_boneage.runfolder import committed_epoch  # noqa: E402  (no TensorFlow import at module level)
 
 
 def _epochs(log: Path) -> list[int]:

@@ -2,7 +2,7 @@
 
     python -m benchmarks.lbp_ablation --rsna-dir ../shared/data/rsna --root ~/runs/lbp_ablation [--epochs 12]
 
-Each variant trains with the identical recipe (the CPU recipe of edge_boneage.train.RECIPES, from random weights:
+Each variant trains with the identical recipe (the CPU recipe of edge_boneage.train_config.RECIPES, from random weights:
 MobileNetV3 has no offline ImageNet weights here; --lr, --epochs, alpha and size as given, same seed) on the
 protocol's training split, validation picks the epoch, and the best checkpoint is scored on the protocol's test
 split (benchmarks.age_protocol: bootstrap 95 % intervals). Runs resume: a killed ablation continues where it
@@ -95,7 +95,7 @@ def main(argv=None) -> int:
               f"{r['mae'] / 12:>10.3f}")
     # context: a constant prediction (the training split's mean age) on the same test split
     from edge_boneage import datasets
-    from edge_boneage.train import protocol_split
+    from edge_boneage.dataconfig import protocol_split
 
     samples = list(datasets.load_rsna_csv(a.rsna_dir / "labels.csv", a.rsna_dir / "img100").samples)
     tr, _va, te = protocol_split(samples, a.rsna_dir)

@@ -225,7 +225,7 @@ def update_int8(card: Path) -> int:
 
 
 def run_protocol_doc() -> str:
-    from edge_boneage.train import PROTOCOL_DOC
+    from edge_boneage.dataconfig import PROTOCOL_DOC
 
     return PROTOCOL_DOC
 

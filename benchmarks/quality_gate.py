@@ -4,7 +4,7 @@
     python -m benchmarks.quality_gate --rsna-dir ../shared/data/rsna --calibrate   # how the thresholds were set
 
 (a) **real radiographs flagged** (goal <= 1 %): the RSNA protocol's *test* split of the 100x100 set (1,130 images;
-    edge_boneage.train.protocol_split: none of them set a threshold), all 55 full-resolution films as PNG, and the same
+    edge_boneage.dataconfig.protocol_split: none of them set a threshold), all 55 full-resolution films as PNG, and the same
     films wrapped into DICOM (benchmarks.bad_inputs.dicom_dataset, MONOCHROME2, 8-bit) in a temporary folder.
 (b) **non-hand pictures passed** (goal: none): a suite generated here in a temporary folder (``make_nonhand_suite``):
     scikit-image's sample pictures as grey and colour PNG / JPEG, noise, constant images, tiny images, coloured
@@ -291,7 +291,7 @@ def real_sets(rsna_dir: Path, folder: Path) -> dict[str, list[tuple[str, Path]]]
     from benchmarks.bad_inputs import dicom_dataset, write_dicom
     from edge_boneage import datasets
     from edge_boneage.io import read_image
-    from edge_boneage.train import protocol_split
+    from edge_boneage.dataconfig import protocol_split
 
     samples = datasets.load_rsna_csv(rsna_dir / "labels.csv", rsna_dir / "img100").samples
     _tr, _va, test = protocol_split(samples, rsna_dir)
@@ -312,7 +312,7 @@ def real_sets(rsna_dir: Path, folder: Path) -> dict[str, list[tuple[str, Path]]]
 
 def calibration_samples(rsna_dir: Path):
     from edge_boneage import datasets
-    from edge_boneage.train import protocol_split
+    from edge_boneage.dataconfig import protocol_split
 
     samples = datasets.load_rsna_csv(rsna_dir / "labels.csv", rsna_dir / "img100").samples
     tr, va, _te = protocol_split(samples, rsna_dir)

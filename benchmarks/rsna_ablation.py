@@ -310,7 +310,8 @@ def baseline_mae(common: dict) -> float:
     """Validation MAE (months) of a model that knows nothing but the sex: the training split's mean age per sex."""
     import numpy as np
 
-    from edge_boneage.train import TrainConfig, load_split
+    from edge_boneage.dataconfig import load_split
+    from edge_boneage.train_config import TrainConfig
 
     cfg = TrainConfig(data=common["data"], rsna_dir=common.get("rsna_dir"), size=int(common["size"]),
                       val_fraction=float(common["val_fraction"]), seed=int(common["seed"]))
@@ -322,7 +323,8 @@ def baseline_mae(common: dict) -> float:
 
 def _held_out_ids(common: dict) -> set[str]:
     """Ids of the validation split the config's runs hold out (the train engine's split, recomputed)."""
-    from edge_boneage.train import TrainConfig, load_split
+    from edge_boneage.dataconfig import load_split
+    from edge_boneage.train_config import TrainConfig
 
     cfg = TrainConfig(data=common["data"], rsna_dir=common.get("rsna_dir"), size=int(common["size"]),
                       val_fraction=float(common["val_fraction"]), seed=int(common["seed"]))

@@ -66,7 +66,7 @@ def main(argv=None) -> int:
     from edge_boneage.convert.export import export_litert
     from edge_boneage import datasets
     from edge_boneage.orientation import CLASSES, apply_orientation, squeeze
-    from edge_boneage.train import protocol_split
+    from edge_boneage.dataconfig import protocol_split
     from keras_models.registry import build_model
 
     keras.utils.set_random_seed(a.seed)

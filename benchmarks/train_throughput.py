@@ -3,7 +3,7 @@
     python -m benchmarks.train_throughput --rsna-dir ../shared/data/rsna [--model efficientnet_lite0] [--size 100]
 
 Measured in one process, one after another, on the same 256 RSNA images (protocol training split), with the CPU
-recipe's contract and augmentation (edge_boneage.train.RECIPES["cpu"]):
+recipe's contract and augmentation (edge_boneage.train_config.RECIPES["cpu"]):
 
 1. decode + preprocess (PNG decode, squeeze frame, hand localisation, crop, INTER_AREA): what the first epoch pays
    once (SampleImages caches the uint8 crops in memory);
@@ -35,7 +35,9 @@ def main(argv=None) -> int:
     import keras
 
     from edge_boneage import datasets, sources
-    from edge_boneage.train import RECIPES, TrainConfig, compile_model, protocol_split
+    from edge_boneage.dataconfig import protocol_split
+    from edge_boneage.fitsetup import compile_model
+    from edge_boneage.train_config import RECIPES, TrainConfig
     from keras_models.registry import build_model
 
     rec = dict(RECIPES["cpu"])

@@ -34,12 +34,10 @@ from typing import Any
 
 import numpy as np
 
-from edge_boneage import EdgeBoneageError
+from edge_boneage import EdgeBoneageError, vocab
 
 MAX_AGE_MONTHS = 240.0
 AGE_BIN_MONTHS = 12
-_MALE = {"m", "male", "true", "t", "1"}
-_FEMALE = {"f", "female", "false", "0"}
 
 RSNA_TRAIN_COLUMNS = ("id", "boneage", "male")
 RSNA_TEST_COLUMNS = ("case id", "sex", "ground truth bone age (months)")
@@ -105,18 +103,8 @@ class LoadResult:
         return self.samples[i]
 
 
-def parse_sex(value: str | None) -> bool | None:
-    """'M'/'F'/'True'/'False'/'1'/'0'/'male'/'female' (any case) -> True/False; empty -> None; else ValueError."""
-    if value is None:
-        return None
-    v = str(value).strip().lower()
-    if v == "":
-        return None
-    if v in _MALE:
-        return True
-    if v in _FEMALE:
-        return False
-    raise ValueError(f"sex {value!r} is not one of M/F/True/False/1/0")
+# 'M'/'F'/'True'/'False'/'1'/'0'/'male'/'female' (any case) -> True/False; empty -> None; else ValueError
+parse_sex = vocab.parse_sex
 
 
 def parse_age(value: str | None) -> float:

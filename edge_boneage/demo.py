@@ -24,6 +24,9 @@ def run_demo(out: str | Path, *, size: int = QUICK["size"], synth_n: int = QUICK
              epochs: int = QUICK["epochs"], seed: int = 0, log=print) -> dict:
     from edge_boneage.convert.export import export
     from edge_boneage import train as T
+    from edge_boneage.dataconfig import run_val_source
+    from edge_boneage.evaluation import evaluate_model
+    from edge_boneage.train_config import TrainConfig
     from edge_boneage.predict import predict_file
     from edge_boneage.synth import write_dataset
 
@@ -42,22 +45,22 @@ def run_demo(out: str | Path, *, size: int = QUICK["size"], synth_n: int = QUICK
     step("synth", t0, folder=str(synth_dir), images=24)
 
     t0 = time.time()
-    cfg = T.TrainConfig(model="ril_mobilenetv3_large", model_args=dict(QUICK["model_args"]), data="synth",
-                        synth_n=synth_n, size=size, epochs=epochs, batch=QUICK["batch"], lr=QUICK["lr"],
-                        bn_momentum=QUICK["bn_momentum"], seed=seed, out=str(out / "run"),
-                        resume=(out / "run" / "state.json").is_file(), verbose=2)
+    cfg = TrainConfig(model="ril_mobilenetv3_large", model_args=dict(QUICK["model_args"]), data="synth",
+                      synth_n=synth_n, size=size, epochs=epochs, batch=QUICK["batch"], lr=QUICK["lr"],
+                      bn_momentum=QUICK["bn_momentum"], seed=seed, out=str(out / "run"),
+                      resume=(out / "run" / "state.json").is_file(), verbose=2)
     result = T.train(cfg)
     step("train", t0, best_val_mae_months=result.best_val_mae_months, epochs=result.epochs_done)
 
     best = Path(result.best_checkpoint or result.last_checkpoint)
-    val = T.run_val_source(out / "run")
+    val = run_val_source(out / "run")
     rows = []
     for quant in ("float32", "int8"):
         t0 = time.time()
         target = out / f"model_{quant}.tflite"
         res = export(best, target, quantization=quant, io="uint8" if quant == "int8" else "int8",
                      calib="synth", calib_n=64, check_n=32, log=lambda *a, **k: None)
-        rep = T.evaluate_model(target, val, out / f"eval_{quant}", plots=quant == "float32")
+        rep = evaluate_model(target, val, out / f"eval_{quant}", plots=quant == "float32")
         size_kb = target.stat().st_size / 1024
         rows.append({"variant": quant, "file": str(target), "size_kib": round(size_kb, 1),
                      "val_mae_months": rep["overall"]["mae_months"], "parity": res.message})

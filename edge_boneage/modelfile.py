@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from edge_boneage import EdgeBoneageError
+from edge_boneage.vocab import AGE_CLASS_CENTRES_MONTHS
 
-#: 19 one-year classes: class k covers months [12k, 12k+12); its centre is 12k+6 months (keras_models.layers)
-DEFAULT_CLASS_CENTRES_MONTHS = [12.0 * k + 6.0 for k in range(19)]
+#: the 19 one-year classes' centres, 12k+6 months (edge_boneage.vocab)
+DEFAULT_CLASS_CENTRES_MONTHS = list(AGE_CLASS_CENTRES_MONTHS)
 
 
 def import_custom_objects() -> None:

@@ -19,18 +19,15 @@ import numpy as np
 from edge_boneage import EdgeBoneageError
 
 from edge_boneage.modelfile import DEFAULT_CLASS_CENTRES_MONTHS  # noqa: E402,F401  (re-exported)
+from edge_boneage.vocab import sex_input  # noqa: E402
 
 
 def parse_sex(value) -> float | None:
-    """'M'/'F' (also male/female/true/false/1/0) -> 1.0/0.0; None stays None."""
-    if value is None:
-        return None
-    low = str(value).strip().lower()
-    if low in ("m", "male", "true", "1"):
-        return 1.0
-    if low in ("f", "female", "false", "0"):
-        return 0.0
-    raise EdgeBoneageError(f"sex {value!r} is not M or F")
+    """'M'/'F' (also male/female/true/false/1/0) -> 1.0/0.0; None stays None (edge_boneage.vocab.sex_input)."""
+    try:
+        return sex_input(value)
+    except EdgeBoneageError:
+        raise EdgeBoneageError(f"sex {value!r} is not M or F") from None
 
 
 def years_months(months: float) -> tuple[int, int]:

@@ -68,7 +68,7 @@ GATE_VERSION = "quality-gate-v1"
 
 # ------------------------------------------------------------------------------------------------------- thresholds
 # Set on real radiographs only: the 10,169 train + validation images of the RSNA protocol split
-# (edge_boneage.train.protocol_split on ../shared/data/rsna, img100/ 100x100; the test split and the 55 full-resolution
+# (edge_boneage.dataconfig.protocol_split on ../shared/data/rsna, img100/ 100x100; the test split and the 55 full-resolution
 # films were not looked at for this), from the per-statistic percentiles printed by
 #     python -m benchmarks.quality_gate --rsna-dir ../shared/data/rsna --calibrate
 # Each threshold lies at or beyond the 0.2 % tail of those radiographs (most beyond their extreme, with a margin: see

@@ -34,9 +34,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from edge_boneage import EdgeBoneageError
+from edge_boneage.vocab import AGE_CLASS_CENTRES_MONTHS, N_AGE_CLASSES, sex_input
 
-NUM_CLASSES = 19
-CLASS_CENTRES_MONTHS = 12.0 * np.arange(NUM_CLASSES) + 6.0
+NUM_CLASSES = N_AGE_CLASSES
+CLASS_CENTRES_MONTHS = np.asarray(AGE_CLASS_CENTRES_MONTHS, np.float64)
 
 
 # ----------------------------------------------------------------------------------------------- targets
@@ -118,16 +119,11 @@ def _field(sample: Any, *names: str, default=None):
 
 
 def _as_male(v, where: str) -> float:
-    if isinstance(v, str):
-        low = v.strip().lower()
-        if low in ("true", "1", "m", "male"):
-            return 1.0
-        if low in ("false", "0", "f", "female"):
-            return 0.0
-        raise EdgeBoneageError(f"{where}: sex value {v!r} is not male/female")
-    if v is None:
+    """The model's sex input of a sample (edge_boneage.vocab.sex_input); a sample must have one."""
+    m = sex_input(v, where)
+    if m is None:
         raise EdgeBoneageError(f"{where}: no sex value")
-    return 1.0 if bool(v) else 0.0
+    return m
 
 
 class ArrayImages:

@@ -26,10 +26,10 @@ from importlib import resources
 
 import numpy as np
 
-from edge_boneage import EdgeBoneageError
+from edge_boneage import EdgeBoneageError, vocab
 
-STAGE_LETTERS = "BCDEFGHI"
-SEXES = ("male", "female")
+STAGE_LETTERS = vocab.STAGE_LETTERS
+SEXES = vocab.SEXES
 CURVES = ("tw3c", "uk")
 METHODS = ("classic", "top2", "topn")
 DEFAULT_THRESHOLD = 0.61
@@ -49,16 +49,14 @@ N_GRADES: dict[str, int] = {b: len(_T["stage_scores"]["male"][b]) for b in BONES
 MAX_GRADES = max(N_GRADES.values())
 
 
+if BONES != vocab.TW3_BONES:
+    raise EdgeBoneageError(f"edge_boneage/data/tw3_rus.json: bones {BONES} are not edge_boneage.vocab.TW3_BONES")
+
+
 def normalise_sex(sex) -> str:
-    """'male' or 'female' from a string ('male', 'M', 'female', 'f') or a truthy/falsy value (True = male)."""
-    if isinstance(sex, str):
-        s = sex.strip().lower()
-        if s in ("male", "m", "true", "1", "boy"):
-            return "male"
-        if s in ("female", "f", "false", "0", "girl"):
-            return "female"
-        raise EdgeBoneageError(f"unknown sex {sex!r}: use 'male' or 'female' (or True/False)")
-    return "male" if bool(sex) else "female"
+    """'male' or 'female' from a string ('male', 'M', 'female', 'f') or a bool / 0-1 number (True = male):
+    edge_boneage.vocab.sex_name."""
+    return vocab.sex_name(sex)
 
 
 def _check_bone(bone: str) -> str:

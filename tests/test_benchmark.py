@@ -372,7 +372,7 @@ def test_eval_set_is_the_protocol_test_split_made_by_the_models_contract(rsna_di
     from edge_boneage.bench.rows import pack_eval_set
     from edge_boneage.io import read_image
     from edge_boneage.preprocess import PreprocessSpec
-    from edge_boneage.train import protocol_split
+    from edge_boneage.dataconfig import protocol_split
 
     spec = {"input_size": 100, "frame": "squeeze", "crop": "hand"}
     info = pack_eval_set("age", 100, 1, {"source": "rsna", "rsna_dir": str(rsna_dir), "n": 6, "split": "test"},

@@ -39,7 +39,7 @@ def _coloured_shapes(h=300, w=400, seed=1) -> np.ndarray:
 
 def _test_split(rsna_dir):
     from edge_boneage import datasets
-    from edge_boneage.train import protocol_split
+    from edge_boneage.dataconfig import protocol_split
 
     samples = datasets.load_rsna_csv(rsna_dir / "labels.csv", rsna_dir / "img100").samples
     return protocol_split(samples, rsna_dir)[2]

@@ -461,3 +461,60 @@ def test_the_package_re_exports_each_modules_public_names():
             assert getattr(pkg, public) is getattr(mod, public), f"{name}.{public}"
             assert public in pkg.__all__, public
     assert set(pkg.__all__) <= {n for n in dir(pkg) if not n.startswith("_")}
+
+
+def test_tw3_cli_resume_refuses_changes_finished_run_and_sigterm(tmp_path, capsys):
+    """`tw3 train --resume` behaves as `train --resume` (the shared run folder): a changed setting is refused in one
+    line naming it; resuming a finished run says so (exit 0, no hidden link files left); SIGTERM stops like Ctrl-C
+    with the resume command in the message."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from edge_boneage.cli import main
+    from edge_boneage.runfolder import committed_epoch
+
+    out = tmp_path / "run"
+    base = ["tw3", "train", "--arch", "csp_resnext50_tw3", "--model-arg", "width_mult=0.25", "--model-arg",
+            "depths=[1,1,1,1]", "--model-arg", "cardinality=8", "--crop", "32", "--image-size", "256", "--n-train",
+            "16", "--n-val", "8", "--batch", "8", "--epochs", "1", "--verbose", "0", "--out", str(out)]
+    assert main(base) == 0
+    capsys.readouterr()
+    assert main(base + ["--resume", "--lr", "0.01", "--batch", "4", "--model-arg", "cardinality=4"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "batch 8 -> 4" in err[0] and "lr 0.001 -> 0.01" in err[0], err
+    assert "model_args" in err[0] and "'cardinality': 8" in err[0] and "'cardinality': 4" in err[0], err
+    assert json.loads((out / "state.json").read_text())["epoch"] == 0  # the refused command changed nothing
+    assert main(base + ["--resume"]) == 0
+    assert "already finished its 1 epochs" in capsys.readouterr().out
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")], list(out.iterdir())
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo), "TF_CPP_MIN_LOG_LEVEL": "3", "OMP_NUM_THREADS": "1",
+           "KERAS_BACKEND": os.environ.get("KERAS_BACKEND", "tensorflow")}
+    r2 = tmp_path / "r2"
+    argv = [sys.executable, "-m", "edge_boneage.cli", *base[:-4], "--epochs", "500", "--verbose", "0", "--out", str(r2)]
+    proc = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while committed_epoch(r2) < 0 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert f"edge-boneage tw3 train --resume --out {r2}" in stderr
+    assert committed_epoch(r2) >= 0 and (r2 / "last.keras").is_file()
+
+
+def test_tw3_train_reads_model_args_with_the_train_parser(capsys):
+    """One --model-arg parser: `tw3 train` refuses a malformed one in the words of `train`, before any work."""
+    from edge_boneage.cli import main
+    from edge_boneage.commands.train import parse_model_args
+
+    assert parse_model_args(["depths=[1,1,1,1]", "width_mult=0.25", "use_se=FALSE"]) == {
+        "depths": [1, 1, 1, 1], "width_mult": 0.25, "use_se": False}
+    for cmd in (["tw3", "train", "--out", "unused"], ["train"]):
+        assert main([*cmd, "--model-arg", "cardinality"]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "--model-arg 'cardinality': expected key=value" in err[0], err

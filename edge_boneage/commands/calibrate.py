@@ -31,7 +31,11 @@ def register(subparsers) -> None:
 
 def handler(args) -> int:
 
-    from edge_boneage import calibrate, train as T
+    from edge_boneage import calibrate
+    from edge_boneage.dataconfig import run_val_source
+    from edge_boneage.evaluation import predict_source
+    from edge_boneage.modelfile import open_model
+    from edge_boneage.runfolder import save_model_atomic
 
     run = Path(args.run)
     src = Path(args.model) if args.model else run / "best.keras"
@@ -40,9 +44,9 @@ def handler(args) -> int:
         raise EdgeBoneageError(f"{out}: the output must be a .keras file")
     if out.resolve() == src.resolve():
         raise EdgeBoneageError(f"{out}: would overwrite the source model; choose another --out")
-    val = T.run_val_source(run)
-    age_model = T.open_age_model(src)
-    pred = T.predict_source(age_model, val)
+    val = run_val_source(run)
+    age_model = open_model(src)
+    pred = predict_source(age_model, val)
     true = np.asarray(val.months, np.float64)
     a, b = calibrate.fit_linear(pred, true, args.method)
     import keras
@@ -59,7 +63,7 @@ def handler(args) -> int:
                                  val_mae_months=float(np.abs(after - true).mean()))
     interval = calibrate.fit_intervals(after, true, coverage=args.coverage)
     calibrate.set_interval(model, interval)
-    T.save_model_atomic(model, out)
+    save_model_atomic(model, out)
     print(f"fitted ({args.method}) on {len(true)} validation images of {run}: age' = {a:.4f} * age {b:+.2f} months")
     for lo, hi in calibrate.INTERVAL_BANDS_YEARS:
         m = (true >= 12 * lo) & (true < 12 * hi)
@@ -80,10 +84,11 @@ def check_source_size(run: Path, n: int) -> None:
     """Every image of the run's data source is n x n (read from the file headers), else a one-line error."""
     from PIL import Image
 
-    from edge_boneage import train as T
+    from edge_boneage.dataconfig import load_source
     from edge_boneage.sources import _field
+    from edge_boneage.train_config import config_from_run
 
-    src = T.load_source(T.config_from_run(run))
+    src = load_source(config_from_run(run))
     if not hasattr(src, "samples"):  # drawn in memory (synthetic): the arrays' own size
         sizes = {tuple(np.asarray(src.images).shape[1:3])}
         bad = [] if sizes == {(n, n)} else [f"synthetic images are {sizes}"]

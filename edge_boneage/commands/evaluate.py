@@ -34,14 +34,17 @@ def register(subparsers) -> None:
 
 def handler(args) -> int:
     _set_backend(args.backend)
-    from edge_boneage import train as T
+    from edge_boneage.dataconfig import load_source, run_val_source
+    from edge_boneage.evaluation import evaluate_model
     from edge_boneage.metrics import format_table
+    from edge_boneage.modelfile import open_model
+    from edge_boneage.train_config import TrainConfig
 
-    model = T.open_age_model(Path(args.model))
+    model = open_model(Path(args.model))
     if args.from_run:
         if args.data:
             raise EdgeBoneageError("give either --from-run or --data, not both")
-        source = T.run_val_source(args.from_run)
+        source = run_val_source(args.from_run)
         meta = {"data": "run-val", "run": args.from_run}
     else:
         if not args.data:
@@ -50,11 +53,11 @@ def handler(args) -> int:
         if args.enhance and (args.enhance if args.enhance != "none" else None) != spec.enhance:
             raise EdgeBoneageError(f"{args.model}: the model was trained with enhance={spec.enhance}; "
                                    f"--enhance {args.enhance} would feed it differently made images")
-        cfg = T.TrainConfig(data=args.data, synth_n=args.synth_n, rsna_dir=args.rsna_dir, labels_csv=args.labels_csv,
-                            image_dir=args.image_dir, limit=args.limit, size=model.size,
-                            enhance=spec.enhance if spec.version > 1 else args.enhance, frame=spec.frame,
-                            crop=spec.crop, source_size=spec.source_size, seed=args.seed)
-        source = T.load_source(cfg)
+        cfg = TrainConfig(data=args.data, synth_n=args.synth_n, rsna_dir=args.rsna_dir, labels_csv=args.labels_csv,
+                          image_dir=args.image_dir, limit=args.limit, size=model.size,
+                          enhance=spec.enhance if spec.version > 1 else args.enhance, frame=spec.frame,
+                          crop=spec.crop, source_size=spec.source_size, seed=args.seed)
+        source = load_source(cfg)
         if getattr(source, "spec", None) is not None and spec.version > 1:
             source.spec = spec  # file images go through the model's whole contract (crop margin included)
         if args.skip_bad and hasattr(source, "readable"):
@@ -68,7 +71,7 @@ def handler(args) -> int:
                 raise EdgeBoneageError("no readable images left to evaluate")
         meta = {"data": args.data, "seed": args.seed if args.data == "synth" else None,
                 "rsna_dir": args.rsna_dir, "csv": args.labels_csv, "limit": args.limit}
-    report = T.evaluate_model(model, source, args.out, batch=args.batch, meta=meta, plots=not args.no_plots)
+    report = evaluate_model(model, source, args.out, batch=args.batch, meta=meta, plots=not args.no_plots)
     print(f"{args.model} on {len(source)} images ({meta['data']}):")
     print(format_table(report))
     print(f"report: {report['files']['report']}")

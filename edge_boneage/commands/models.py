@@ -9,13 +9,13 @@ import json
 def register(subparsers) -> None:
     p = subparsers.add_parser("models", help="list the registered model builders",
                               description="List every registered model builder: name, task, inputs, knobs and the "
-                                          "input contract train gives it by default (edge_boneage.train.RECIPES).")
+                                          "input contract train gives it by default (edge_boneage.train_config.RECIPES).")
     p.add_argument("--json", action="store_true", help="one JSON object per model")
     p.set_defaults(func=handler)
 
 
 def describe() -> list[dict]:
-    from edge_boneage.train import RECIPES
+    from edge_boneage.train_config import RECIPES
     from keras_models.registry import list_models
 
     rows = []

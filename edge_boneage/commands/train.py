@@ -11,11 +11,13 @@ from edge_boneage import EdgeBoneageError
 
 
 def parse_model_args(pairs: list[str]) -> dict:
-    """['alpha=0.5', 'use_sex=false', 'lbp=ror'] -> {'alpha': 0.5, 'use_sex': False, 'lbp': 'ror'} (JSON values, else str)."""
+    """The one `--model-arg K=V` parser (train and tw3 train): ['alpha=0.5', 'use_sex=false', 'lbp=ror',
+    'depths=[1,1,1,1]'] -> {'alpha': 0.5, 'use_sex': False, 'lbp': 'ror', 'depths': [1, 1, 1, 1]} (true / false /
+    null in any case, then JSON values, else the text itself: "none" stays a string)."""
     out = {}
     for p in pairs or []:
         if "=" not in p:
-            raise EdgeBoneageError(f"--model-arg {p!r}: expected key=value")
+            raise EdgeBoneageError(f"--model-arg {p!r}: expected key=value (value as JSON, e.g. depths=[1,1,1,1])")
         k, v = p.split("=", 1)
         low = v.strip().lower()
         if low in ("true", "false"):
@@ -72,7 +74,7 @@ def register(subparsers) -> None:
                         "the data's own size when every image is N x N, e.g. 100 for the RSNA 100x100 set")
     p.add_argument("--split", choices=("random", "protocol"), default="random",
                    help="random: --val-fraction stratified; protocol: fixed RSNA 80/10/10 train/val/test, full-res ids "
-                        "set aside (edge_boneage.train.PROTOCOL_DOC)")
+                        "set aside (edge_boneage.dataconfig.PROTOCOL_DOC)")
     p.add_argument("--val-fraction", type=float, default=0.1, help="validation share (default 0.1)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch", type=int)
@@ -106,9 +108,9 @@ def register(subparsers) -> None:
 
 def handler(args) -> int:
     _set_backend(args.backend)
-    from edge_boneage.train import TrainConfig, train
-
-    from edge_boneage.train import RECIPES
+    from edge_boneage.runfolder import explicit_settings, finished_message, interrupted_message, sigterm_as_interrupt
+    from edge_boneage.train import train
+    from edge_boneage.train_config import RECIPES, TrainConfig
 
     kw = dict(RECIPES[args.recipe])
     for name in ("size", "frame", "crop", "source_size", "epochs", "batch", "lr", "optimizer", "weight_decay", "schedule",
@@ -124,28 +126,18 @@ def handler(args) -> int:
         label_smoothing=args.label_smoothing, bn_momentum=args.bn_momentum, seed=args.seed, out=args.out,
         resume=args.resume, mixed_precision=args.mixed_precision, backend_note=args.note, verbose=args.verbose,
         **{"recipe": args.recipe, **kw})
-    explicit = {k for k, v in vars(args).items() if v != args.parser_defaults.get(k)} if args.resume else None
+    explicit = (explicit_settings(args, args.parser_defaults, {"model_arg": "model_args", "note": "backend_note"})
+                if args.resume else None)
     if explicit is not None and args.recipe != "cpu":
         explicit |= set(RECIPES[args.recipe])
-    if explicit is not None:  # CLI names -> config fields
-        explicit = {{"model_arg": "model_args", "note": "backend_note"}.get(k, k) for k in explicit}
-    import signal
-
-    def _term(signum, frame):
-        raise KeyboardInterrupt
-
-    old_term = signal.signal(signal.SIGTERM, _term)  # SIGTERM stops like Ctrl-C: the last committed epoch stays
     try:
-        r = train(cfg, explicit=explicit)
+        with sigterm_as_interrupt():  # SIGTERM stops like Ctrl-C: the last committed epoch stays
+            r = train(cfg, explicit=explicit)
     except KeyboardInterrupt:
-        print(f"edge-boneage train: interrupted; the last committed epoch is kept: continue with "
-              f"edge-boneage train --resume --out {cfg.out}", file=sys.stderr)
+        print(interrupted_message("train", cfg.out), file=sys.stderr)
         return 130
-    finally:
-        signal.signal(signal.SIGTERM, old_term)
     if r.already_finished:
-        print(f"{cfg.out}: this run already finished its {r.epochs_done} epochs; nothing to do "
-              f"(pass --resume --epochs N with N > {r.epochs_done} to train longer)")
+        print(finished_message(cfg.out, r.epochs_done))
         return 0
     print(f"trained {cfg.model}: epochs {r.initial_epoch}..{r.epochs_done - 1} this run, {r.epochs_done} in total, "
           f"{r.seconds:.1f} s")

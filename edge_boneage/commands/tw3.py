@@ -6,20 +6,11 @@ See docs/TW3.md. Library: the edge_boneage.tw3_pipeline package (this module onl
 from __future__ import annotations
 
 import json
+import sys
 
 from edge_boneage import EdgeBoneageError
 
 ARCHS = ("csp_resnext50_tw3", "resnext50_tw3")
-
-
-def _model_arg(text: str):
-    if "=" not in text:
-        raise EdgeBoneageError(f"--model-arg {text!r}: expected KEY=VALUE (VALUE as JSON, e.g. depths=[1,1,1,1])")
-    k, v = text.split("=", 1)
-    try:
-        return k.strip(), json.loads(v)
-    except json.JSONDecodeError:
-        return k.strip(), v
 
 
 def _data_args(p, defaults: bool = True) -> None:
@@ -67,6 +58,7 @@ def register(subparsers) -> None:
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
     t.add_argument("--verbose", type=int, default=2)
     t.set_defaults(func=handle_train)
+    t.set_defaults(parser_defaults={a.dest: a.default for a in t._actions})
 
     for name, helptext in (("evaluate", "sweep P on validation, then classic/Top2/TopN + stage accuracy on test"),
                            ("sweep", "only the threshold sweep on validation data (MAE vs P plot)")):
@@ -110,16 +102,28 @@ def register(subparsers) -> None:
 def handle_train(args) -> int:
     from edge_boneage.tw3_pipeline.constants import DEFAULT_AGE_RANGE, DEFAULT_MARGIN
     from edge_boneage.tw3_pipeline.run_config import StageTrainConfig
+    from edge_boneage.commands.train import parse_model_args
+    from edge_boneage.runfolder import explicit_settings, finished_message, interrupted_message, sigterm_as_interrupt
     from edge_boneage.tw3_pipeline.training import train_stage_model
 
     cfg = StageTrainConfig(
-        arch=args.arch, model_args=dict(_model_arg(a) for a in args.model_arg), crop=args.crop,
+        arch=args.arch, model_args=parse_model_args(args.model_arg), crop=args.crop,
         margin=DEFAULT_MARGIN if args.margin is None else args.margin, image_size=args.image_size,
         n_train=args.n_train, n_val=args.n_val, n_test=args.n_test, seed=args.seed,
         age_range=tuple(args.age_range or DEFAULT_AGE_RANGE), epochs=args.epochs, batch=args.batch, lr=args.lr,
         time_budget_s=None if args.time_budget is None else 60.0 * args.time_budget, out=args.out,
         resume=args.resume, verbose=args.verbose)
-    s = train_stage_model(cfg)
+    explicit = (explicit_settings(args, args.parser_defaults, {"model_arg": "model_args", "time_budget": "time_budget_s"})
+                if args.resume else None)
+    try:
+        with sigterm_as_interrupt():
+            s = train_stage_model(cfg, explicit=explicit)
+    except KeyboardInterrupt:
+        print(interrupted_message("tw3 train", cfg.out), file=sys.stderr)
+        return 130
+    if s["already_finished"]:
+        print(finished_message(cfg.out, s["epochs_done"]))
+        return 0
     acc = s["val_stage_accuracy"]
     print(f"tw3 train: {s['epochs_done']} epochs ({s['fit_seconds']:.0f} s fit, {s['data_seconds']:.0f} s data)"
           + (" - stopped by the time budget" if s["stopped_by_time_budget"] else ""))

@@ -3,11 +3,11 @@ step agrees on (crop margin, synthetic age range, TopN thresholds swept, the .tf
 
 from __future__ import annotations
 
-from edge_boneage import tw3
+from edge_boneage.vocab import N_STAGE_CLASSES, TW3_BONES
 
-BONES = tw3.BONES
+BONES = TW3_BONES
 N_BONES = len(BONES)
-N_CLASSES = 8  # model output: grades B..I
+N_CLASSES = N_STAGE_CLASSES  # model output: grades B..I
 DEFAULT_MARGIN = 0.10
 DEFAULT_AGE_RANGE = (6.0, 15.0)  # the paper's data set: 6-15 years
 DEFAULT_THRESHOLDS = tuple(round(0.05 + 0.01 * i, 2) for i in range(96))  # 0.05 .. 1.00

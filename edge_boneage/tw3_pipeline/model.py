@@ -57,7 +57,7 @@ class StageModel:
             self.size = int(list(det["image"].get("shape_signature", det["image"]["shape"]))[1])
             self.input_names = set(det)
         else:
-            from edge_boneage.train import model_input_names, model_input_size
+            from edge_boneage.modelfile import model_input_names, model_input_size
 
             self.size = model_input_size(self._keras)
             self.input_names = set(model_input_names(self._keras))
