@@ -65,6 +65,7 @@ Knobs for fast tests: input_size, channels, depths (e.g. (1, 1, 1, 1)), cardinal
 
 from __future__ import annotations
 
+import inspect
 from typing import Sequence
 
 import keras
@@ -289,3 +290,9 @@ def resnext50_tw3(**kwargs) -> keras.Model:
 def csp_resnext50_tw3(**kwargs) -> keras.Model:
     """CSP-ResNeXt50 TW3 RUS stage classifier; kwargs as build_tw3_classifier (bone=... for one bone)."""
     return build_tw3_classifier(csp=True, **kwargs)
+
+
+# the registry's wrappers take build_tw3_classifier's keywords (but csp): say so, so `edge-boneage models` lists them
+_TW3_KNOBS = inspect.signature(build_tw3_classifier)
+for _fn in (resnext50_tw3, csp_resnext50_tw3):
+    _fn.__signature__ = _TW3_KNOBS.replace(parameters=[p for n, p in _TW3_KNOBS.parameters.items() if n != "csp"])

@@ -214,6 +214,9 @@ def test_models_verb_lists_the_registry(capsys):
     assert {"efficientnet_lite0", "ril_efficientnet_lite0", "ril_mobilenetv3_large", "csp_resnext50_tw3"} <= set(rows)
     assert rows["efficientnet_lite0"]["task"] == "age" and rows["efficientnet_lite0"]["inputs"] == ["image", "sex"]
     assert rows["efficientnet_lite0"]["default_contract"]["crop"] == "hand"
+    # the TW3 wrappers list build_tw3_classifier's knobs (they take **kwargs)
+    assert rows["csp_resnext50_tw3"]["knobs"]["cardinality"] == 32 and "csp" not in rows["csp_resnext50_tw3"]["knobs"]
+    assert rows["resnext50_tw3"]["default_input_size"] == 224
 
 
 def test_calibrate_folds_correction_and_interval_into_the_model(tmp_path, capsys):
