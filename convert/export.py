@@ -531,6 +531,10 @@ def export_model(model, path, *, quantization: str = "float32", check_n: int = 8
         task = model_task(model)
         _image_shape(model)
         check = make_data(model, "synth", check_n, seed=CHECK_SEED)
+        missing = sorted(set(input_specs(model)) - set(check.inputs))
+        if missing:  # inputs beyond the project's contract (an extra feature): generic check values for those
+            extra = generic_check_inputs(model, len(check))
+            check.inputs.update({k: extra[k] for k in missing})
     except EdgeBoneageError:
         task, check = "generic", DataSet(generic_check_inputs(model, check_n), {}, f"generic(seed={CHECK_SEED})")
     if fmt.contract_only and task == "generic":
