@@ -107,19 +107,29 @@ def _file_samples(config: TrainConfig) -> list:
     return samples
 
 
-def common_square_size(samples) -> int | None:
-    """N when every sample's image file is N x N (read from the headers, no decode), else None."""
+def header_sizes(samples):
+    """Yield (path, (width, height)) per sample from its image file's header (no decode); an unreadable file yields
+    (path, the OSError)."""
     from PIL import Image
 
     from edge_boneage.sources import _field
 
-    sizes = set()
     for s in samples:
+        path = _field(s, "path")
         try:
-            with Image.open(_field(s, "path")) as im:
-                sizes.add(im.size)
-        except OSError:
+            with Image.open(path) as im:
+                yield path, im.size
+        except OSError as exc:
+            yield path, exc
+
+
+def common_square_size(samples) -> int | None:
+    """N when every sample's image file is N x N (read from the headers, no decode), else None."""
+    sizes = set()
+    for _path, size in header_sizes(samples):
+        if isinstance(size, OSError):
             return None  # an unreadable file is reported by the data loader, not here
+        sizes.add(size)
         if len(sizes) > 1:
             return None
     (w, h), = sizes or {(0, 1)}

@@ -82,10 +82,7 @@ def handler(args) -> int:
 
 def check_source_size(run: Path, n: int) -> None:
     """Every image of the run's data source is n x n (read from the file headers), else a one-line error."""
-    from PIL import Image
-
-    from edge_boneage.dataconfig import load_source
-    from edge_boneage.sources import _field
+    from edge_boneage.dataconfig import header_sizes, load_source
     from edge_boneage.train_config import config_from_run
 
     src = load_source(config_from_run(run))
@@ -94,14 +91,11 @@ def check_source_size(run: Path, n: int) -> None:
         bad = [] if sizes == {(n, n)} else [f"synthetic images are {sizes}"]
     else:
         bad = []
-        for s in src.samples:
-            path = _field(s, "path")
-            try:
-                with Image.open(path) as im:
-                    if im.size != (n, n):
-                        bad.append(f"{path} is {im.size[0]}x{im.size[1]}")
-            except OSError as exc:
-                bad.append(f"{path}: {exc}")
+        for path, size in header_sizes(src.samples):
+            if isinstance(size, OSError):
+                bad.append(f"{path}: {size}")
+            elif size != (n, n):
+                bad.append(f"{path} is {size[0]}x{size[1]}")
             if len(bad) >= 3:
                 break
     if bad:
