@@ -254,12 +254,25 @@ def _outputs_meaning(model, task: str) -> dict:
                         "class_centres_months_k", "calibration": calibration, "interval": interval},
                 "probs": {"shape": ["batch", 19], "meaning": "probabilities of the 19 one-year classes; class k = "
                           "[12k, 12k+12) months (centres: bias-corrected when age.calibration is set)",
-                          "class_centres_months": centres}}
+                          "class_centres_months": centres},
+                **_feature_gate_meaning(model)}
     from keras_models.resnext import BONES, GRADES_PER_BONE
 
     return {"probs": {"shape": ["batch", 8], "meaning": "TW3 RUS stage probabilities, grades B..I (index 0 = B)",
                       "grades": "BCDEFGHI", "bones": list(BONES), "grades_per_bone": list(GRADES_PER_BONE),
                       "note": "the ulna has grades B..H only (probs[:, 7] == 0); input 'bone' = index into bones"}}
+
+
+def _feature_gate_meaning(model) -> dict:
+    from edge_boneage.featuregate import OUTPUT, feature_gate_of
+
+    gate = feature_gate_of(model)
+    if gate is None:
+        return {}
+    rec = {k: v for k, v in gate.items() if k != "output"}
+    return {OUTPUT: {"shape": ["batch", 1], "meaning": "length of the pooled features outside their training "
+                     "principal subspace (edge_boneage.featuregate); above threshold: unlike the training "
+                     "radiographs", **rec}}
 
 
 def _io_tensors(path: Path) -> dict:

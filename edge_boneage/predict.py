@@ -59,6 +59,7 @@ class Prediction:
     quality_ok: bool = True  # edge_boneage.quality.assess: False when the image does not look like a hand radiograph
     quality_reasons: list[str] = field(default_factory=list)  # why not (short phrases); empty when accepted
     orientation: dict | None = None  # edge_boneage.orientation estimate; "applied": turned to an upright left hand
+    feature_residual: float | None = None  # edge_boneage.featuregate score (models that carry the feature check)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -108,6 +109,7 @@ class AgePredictor:
         self.kind, self.size, self.spec = self.handle.kind, self.handle.size, self.handle.spec
         self.metadata, self.interval = self.handle.metadata, self.handle.interval
         self.class_centres = self.handle.class_centres
+        self.feature_gate = getattr(self.handle, "feature_gate", None)  # edge_boneage.featuregate record or None
         self.needs_sex = "sex" in self.handle.input_names
         self.model = self.handle.model
 
@@ -204,6 +206,10 @@ def predict_image(predictor: AgePredictor, image_path: str | os.PathLike, sex=No
     y, m = years_months(age)
     chrono = getattr(meta, "chronological_age_months", None)
     from edge_boneage.calibrate import interval_for
+    from edge_boneage.featuregate import judge as judge_features
+
+    residual, feature_reason = judge_features(out, predictor.feature_gate)  # the image as the model saw it
+    unclear = bool(orientation and not orientation["confident"])
 
     ival = predictor.interval
     if both is None:
@@ -222,9 +228,10 @@ def predict_image(predictor: AgePredictor, image_path: str | os.PathLike, sex=No
         interval_months=interval, interval_coverage=(ival or {}).get("coverage") if interval else None,
         sex_source=source if predictor.needs_sex else None, ages_by_sex=both, chronological_age_months=chrono,
         bone_minus_chronological_months=None if chrono is None or both is not None else round(age - chrono, 2),
-        quality_ok=quality.ok and not (orientation and not orientation["confident"]),
+        quality_ok=quality.ok and not unclear and feature_reason is None,
         quality_reasons=list(quality.reasons) + ([f"orientation unclear (p={orientation['prob']:.2f})"]
-                                                 if orientation and not orientation["confident"] else []),
+                                                 if unclear else []) + ([feature_reason] if feature_reason else []),
+        feature_residual=residual,
         orientation=orientation,
     )
 

@@ -283,3 +283,42 @@ class SplitGroupConv2D(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
                 "strides": self.strides, "padding": self.padding, "groups": self.groups, "use_bias": self.use_bias}
+
+
+@keras.saving.register_keras_serializable(package=_PKG)
+class FeatureResidual(keras.layers.Layer):
+    """(B, C) features -> (B, 1) length of the part outside a fitted k-dim principal subspace, ||v - V^T V v||,
+    v = x - mean: the distance of an input to the training distribution (edge_boneage.featuregate fits it).
+
+    ``threshold`` (a validation quantile of the residual) and ``record`` (how it was fitted) travel in the config.
+    """
+
+    def __init__(self, dim: int, k: int, threshold: float | None = None, record: dict | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.dim, self.k = int(dim), int(k)
+        self.threshold = None if threshold is None else float(threshold)
+        self.record = dict(record) if record else None
+
+    def build(self, input_shape):
+        if input_shape[-1] is not None and int(input_shape[-1]) != self.dim:
+            raise ValueError(f"{self.name}: fitted on {self.dim} features, input has {input_shape[-1]}")
+        self.mean = self.add_weight(name="mean", shape=(self.dim,), initializer="zeros", trainable=False)
+        self.components = self.add_weight(name="components", shape=(self.k, self.dim), initializer="zeros",
+                                          trainable=False)
+
+    def call(self, x):
+        v = ops.cast(x, "float32") - self.mean
+        z = ops.matmul(v, ops.transpose(self.components))
+        r = v - ops.matmul(z, self.components)
+        return ops.sqrt(ops.sum(r * r, axis=-1, keepdims=True))
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (1,)
+
+    def get_config(self):
+        cfg = {**super().get_config(), "dim": self.dim, "k": self.k}
+        if self.threshold is not None:
+            cfg["threshold"] = self.threshold
+        if self.record:
+            cfg["record"] = dict(self.record)
+        return cfg

@@ -17,6 +17,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -276,6 +277,35 @@ def test_page_flags_a_non_radiograph_beside_the_age(page, images):
             for reason in want.reasons:
                 assert f"{reason}: {want.scores['details'][reason]}" in shown["text"], (name, reason)
     assert not assess(*read_image(images["noise"])).ok  # the flagged branch ran
+
+
+def test_page_applies_the_packaged_models_feature_check_like_predict(page, images):
+    """The page reads the packaged model's "feature_residual" output and its threshold (metadata), as predict does
+    (edge_boneage.featuregate): a smooth chest-like caricature the image statistics accept is flagged "unlike the
+    training radiographs" with predict's figures; a real film (with ../shared) is not."""
+    from benchmarks.quality_gate import _chest_like
+
+    from edge_boneage.featuregate import REASON
+    from edge_boneage.predict import AgePredictor, predict_image
+    from edge_boneage.pretrained import default_model_path
+
+    chest = images["portrait"].parent / "chest_like.png"
+    Image.fromarray(_chest_like(np.random.default_rng(1))).save(chest)
+    images = {**images, "chest": chest}
+    pred = AgePredictor(default_model_path())
+    _load(page, "packaged_rsna")
+    for name in ("chest", "rsna"):
+        if name not in images:
+            continue
+        want = predict_image(pred, images[name], "M", orient=False)
+        got = page.evaluate(f"edgeBoneage.predictUrl('{_url(images, name)}', 1)", timeout=60)["quality"]
+        flagged = [r for r in want.quality_reasons if r.startswith(REASON)]
+        assert [r.split(" (")[0] for r in want.quality_reasons] == got["reasons"], (name, want.quality_reasons, got)
+        if flagged:
+            v, t = (float(x) for x in re.findall(r"[0-9.]+", got["details"][REASON]))
+            pv, pt = (float(x) for x in re.findall(r"[0-9.]+", flagged[0].split("(")[1]))
+            assert abs(v - pv) < 0.02 and t == pt, (got["details"][REASON], flagged[0])
+    assert any(r.startswith(REASON) for r in predict_image(pred, chest, "M", orient=False).quality_reasons)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -725,13 +755,24 @@ def test_java_core_matches_python(tmp_path, models, images, capsys):
     meta_only.pop("_plain_entries")
     assert meta_only == meta
 
+    # the feature check (edge_boneage.featuregate): the packaged model's threshold and predict's wording of a flag
+    from edge_boneage.featuregate import judge
+    from edge_boneage.modelfile import open_model
+
+    shutil.copy(models["packaged_rsna"], fx / "packaged.tflite")
+    thr = open_model(models["packaged_rsna"]).feature_gate["threshold"]
+    residual = round(thr + 1.2345, 4)
+    reason = judge({"feature_residual": np.array([[residual]])}, {"threshold": thr})[1]
+    (fx / "gate.json").write_text(json.dumps({"threshold": thr, "residual": residual,
+                                              "detail": reason[reason.index("(") + 1:-1]}))
+
     out = _compile_java(tmp_path)
     proc = subprocess.run(["java", "-Djava.awt.headless=true", "-cp", f"{out / 'core'}:{out / 'test'}",
                            "org.edgeboneage.core.CoreTest", str(fx)], capture_output=True, text=True, timeout=120)
     last = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr
     m = re.fullmatch(r"(\d+) passed, (\d+) failed", last)
     assert proc.returncode == 0 and m and m.group(2) == "0", proc.stdout[-2000:] + proc.stderr[-2000:]
-    n_expected = len(cases) + 2 + 5 + 2 + 5 + 2  # preprocess, decode, metadata, junk, age result, json checks
+    n_expected = len(cases) + 2 + 5 + 2 + 5 + 5 + 2  # preprocess, decode, metadata, junk, feature check, age, json
     assert int(m.group(1)) == n_expected, last
     with capsys.disabled():
         print(f"\nJava core on the JVM (org.edgeboneage.core.CoreTest, fixtures from Python): {last}")

@@ -44,10 +44,24 @@ def test_packaged_model_is_small_float_litert(model_path):
     m = LiteRTModel(model_path)
     ins, outs = m.input_details(), m.output_details()
     assert set(ins) == {"image", "sex"}
-    assert set(outs) == {"age", "probs"}
+    assert set(outs) == {"age", "probs", "feature_residual"}  # the last: the quality gate's feature check
     img = ins["image"]
     assert np.dtype(img["dtype"]) == np.uint8 and int(img["shape"][1]) == int(img["shape"][2])
     assert np.dtype(outs["age"]["dtype"]) == np.float32  # float32 model, not quantised
+
+
+def test_packaged_files_carry_the_feature_check_fitted_on_the_protocol(model_path):
+    """Both LiteRT files and the .keras carry edge_boneage.featuregate's check: fitted on the training split, the
+    threshold a validation quantile (the int8 file's from its own residuals, its features being int8)."""
+    from edge_boneage.modelfile import open_model
+
+    f32, i8 = open_model(model_path), open_model(model_path.with_name("boneage_age_int8.tflite"))
+    keras_gate = open_model(model_path.with_suffix(".keras")).feature_gate
+    for gate in (f32.feature_gate, i8.feature_gate, keras_gate):
+        assert gate and gate["k"] == 64 and gate["val_quantile_pct"] == 99.8 and gate["val_n"] == 1130
+        assert "training-split" in gate["fitted_on"] and 0 < gate["threshold"] < 100
+    assert f32.feature_gate["threshold"] == pytest.approx(keras_gate["threshold"])
+    assert "own residuals" in i8.feature_gate["threshold_from"]
 
 
 def test_metadata_describes_the_model(model_path, meta):

@@ -100,6 +100,24 @@ function qualityOf(grey, source, box) {
   return { ...q, warning: Q.warning(q), ms: performance.now() - t0 };
 }
 
+/** The gate's feature check (edge_boneage.featuregate.judge): a model carrying the output "feature_residual" and
+ * its threshold (metadata outputs.feature_residual) flags a residual above it, as `predict` does. */
+export function featureCheck(quality, out, meta) {
+  const rec = meta && meta.outputs ? meta.outputs.feature_residual : null;
+  if (!rec || rec.threshold == null || !out.feature_residual) return quality;
+  const v = out.feature_residual[0];
+  quality.featureResidual = v;
+  if (!(v <= rec.threshold)) {  // NaN flags too
+    const reason = "unlike the training radiographs";
+    quality.ok = false;
+    quality.reasons = [...quality.reasons, reason];
+    quality.scores = { ...quality.scores, details: { ...(quality.scores.details || {}),
+      [reason]: `feature residual ${v.toFixed(2)} > ${rec.threshold.toFixed(2)}` } };
+    quality.warning = Q.warning(quality);
+  }
+  return quality;
+}
+
 // ---------------------------------------------------------------------------------------------------- inference
 
 function inputTensors(img, sex) {
@@ -139,6 +157,7 @@ async function predictGrey(grey, sex, source = null) {
   if (!out.age) throw new Error(`model has no output "age" (outputs: ${Object.keys(out)})`);
   const age = out.age[0];
   const probs = out.probs || null;
+  featureCheck(quality, out, state.meta);
   const ival = state.meta && state.meta.outputs && state.meta.outputs.age ? state.meta.outputs.age.interval : null;
   return {
     age, ...B.yearsMonths(age), probs, decoded: probs ? B.decodeProbs(probs) : null,
@@ -300,7 +319,7 @@ function wireUi() {
 // ---------------------------------------------------------------------------------------------------- startup
 
 window.edgeBoneage = {
-  B, Q, state, initRuntime, loadModelUrl, loadModelBytes, fetchGrey, fetchImage, benchmark,
+  B, Q, state, featureCheck, initRuntime, loadModelUrl, loadModelBytes, fetchGrey, fetchImage, benchmark,
   async predictUrl(url, sex) {
     const { grey, source } = await fetchImage(url);
     const r = await predictGrey(grey, sex, source);

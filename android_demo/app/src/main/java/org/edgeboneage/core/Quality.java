@@ -21,6 +21,17 @@ public final class Quality {
     private Quality() {}
 
     /** The gate's answer: ok, reasons (short phrases), scores (Python's keys and order, details included). */
+    /** The feature check's reason (edge_boneage.featuregate.REASON). */
+    public static final String FEATURE_REASON = "unlike the training radiographs";
+
+    /** The feature check's threshold in a model's metadata (outputs.feature_residual.threshold), or null. */
+    public static Double featureThreshold(Map<String, Object> meta) {
+        Object outs = meta == null ? null : meta.get("outputs");
+        Object rec = outs instanceof Map ? ((Map<?, ?>) outs).get("feature_residual") : null;
+        Object t = rec instanceof Map ? ((Map<?, ?>) rec).get("threshold") : null;
+        return t instanceof Number ? ((Number) t).doubleValue() : null;
+    }
+
     public static final class Result {
         public final boolean ok;
         public final List<String> reasons;
@@ -44,6 +55,22 @@ public final class Quality {
             StringBuilder b = new StringBuilder("WARNING: not accepted as a hand radiograph: ");
             for (int i = 0; i < reasons.size(); i++) b.append(i > 0 ? ", " : "").append(reasons.get(i));
             return b.append(" (age shown for reference only)").toString();
+        }
+
+        /** This result with the gate's feature check applied (edge_boneage.featuregate.judge): a residual above the
+         * model's threshold (or not a number) adds "unlike the training radiographs"; a null threshold changes
+         * nothing. */
+        public Result withFeatureResidual(double residual, Double threshold) {
+            if (threshold == null || residual <= threshold) return this;
+            java.util.List<String> rs = new java.util.ArrayList<String>(reasons);
+            rs.add(FEATURE_REASON);
+            Map<String, Object> sc = new java.util.LinkedHashMap<String, Object>(scores);
+            Map<String, Object> det = new java.util.LinkedHashMap<String, Object>();
+            Object old = scores.get("details");
+            if (old instanceof Map) for (Map.Entry<?, ?> e : ((Map<?, ?>) old).entrySet()) det.put(String.valueOf(e.getKey()), e.getValue());
+            det.put(FEATURE_REASON, String.format(java.util.Locale.ROOT, "feature residual %.2f > %.2f", residual, threshold));
+            sc.put("details", det);
+            return new Result(rs, sc, ac64, hf, colourfulness);
         }
 
         /** The age as the app shows it: as given when accepted, marked when not. */

@@ -86,6 +86,31 @@ public final class CoreTest {
                 check("truncated rejected", threw, "no exception");
             }
         });
+        // 3b. the quality gate's feature check (edge_boneage.featuregate) on the packaged model's metadata
+        test("feature check", new Body() {
+            public void run() throws Exception {
+                Map<String, Object> want = (Map<String, Object>) MiniJson.parse(
+                    new String(read(dir, "gate.json"), StandardCharsets.UTF_8));
+                double thr = ((Number) want.get("threshold")).doubleValue();
+                Double got = Quality.featureThreshold(TfliteMetadata.read(read(dir, "packaged.tflite")));
+                check("feature threshold read from the packaged model", got != null && got == thr, got + " != " + thr);
+                check("no feature threshold without the output record",
+                    Quality.featureThreshold(TfliteMetadata.read(read(dir, "model.tflite"))) == null, "expected null");
+                GreyImage g = new GreyImage(64, 64, new byte[64 * 64]);
+                Quality.Result base = Quality.assess(g, new Quality.Source(null, null, null, 64, 64), null);
+                double v = ((Number) want.get("residual")).doubleValue();
+                Quality.Result r = base.withFeatureResidual(v, thr);
+                Object detail = ((Map<?, ?>) r.scores.get("details")).get(Quality.FEATURE_REASON);
+                check("a residual above the threshold flags, as predict words it", !r.ok
+                    && r.reasons.get(r.reasons.size() - 1).equals(Quality.FEATURE_REASON)
+                    && r.reasons.size() == base.reasons.size() + 1 && want.get("detail").equals(detail),
+                    r.reasons + " " + detail + " != " + want.get("detail"));
+                check("a residual at or below the threshold changes nothing",
+                    base.withFeatureResidual(thr, thr) == base && base.withFeatureResidual(v, null) == base, "changed");
+                check("NaN never passes", !base.withFeatureResidual(Double.NaN, thr).reasons.equals(base.reasons),
+                    "NaN passed");
+            }
+        });
         // 4. output decoding (hand values)
         test("age result", new Body() {
             public void run() {

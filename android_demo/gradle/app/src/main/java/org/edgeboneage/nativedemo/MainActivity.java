@@ -47,6 +47,7 @@ public class MainActivity extends Activity {
     private static final int PICK = 1;
     private Interpreter interpreter;
     private PreprocessSpec spec;
+    private Double featureThreshold;  // the gate's feature check (metadata outputs.feature_residual), or null
     private boolean hasSex;
     private TextView out;
     private ImageView preview;
@@ -101,7 +102,11 @@ public class MainActivity extends Activity {
         opts.setNumThreads(2);
         interpreter = new Interpreter(model, opts);
         Tensor image = interpreter.getInputTensorFromSignature("image", "serving_default");
-        spec = PreprocessSpec.fromMetadata(TfliteMetadata.read(bytes), image.shape()[1]);
+        Map<String, Object> meta = TfliteMetadata.read(bytes);
+        spec = PreprocessSpec.fromMetadata(meta, image.shape()[1]);
+        boolean hasResidual = java.util.Arrays.asList(interpreter.getSignatureOutputs("serving_default"))
+            .contains("feature_residual");
+        featureThreshold = hasResidual ? Quality.featureThreshold(meta) : null;
         hasSex = java.util.Arrays.asList(interpreter.getSignatureInputs("serving_default")).contains("sex");
         sex.setVisibility(hasSex ? View.VISIBLE : View.GONE);
         out.setText(String.format(Locale.ROOT, "Model: %d px input. Choose a radiograph.", spec.inputSize));
@@ -162,10 +167,13 @@ public class MainActivity extends Activity {
         Map<String, Object> outputs = new HashMap<String, Object>();
         outputs.put("age", age);
         outputs.put("probs", probs);
+        float[][] residual = new float[1][1];
+        if (featureThreshold != null) outputs.put("feature_residual", residual);
         long t2 = SystemClock.elapsedRealtimeNanos();
         interpreter.runSignature(inputs, outputs, "serving_default");
         long t3 = SystemClock.elapsedRealtimeNanos();
         AgeResult r = new AgeResult(age[0][0], probs[0]);
+        quality = quality.withFeatureResidual(residual[0][0], featureThreshold);
         out.setText(String.format(Locale.ROOT, "%s\nmost likely %d-%d y\n%s\nLiteRT %.1f ms, preprocessing %.1f ms, "
             + "input check %.1f ms", quality.markAge(r.label()), r.argmax(), r.argmax() + 1, quality.summary(),
             (t3 - t2) / 1e6, (t1 - t0) / 1e6, (tq - t1) / 1e6));

@@ -1,0 +1,132 @@
+"""The quality gate's feature check: keras_models.layers.FeatureResidual against NumPy (Keras and LiteRT), and
+edge_boneage.featuregate end to end on a small age model: fit, save / safe_mode load, export (the threshold in the
+.tflite metadata), predict's flag, and refitting an exported file's threshold on its own residuals."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from edge_boneage.convert.export import export, export_litert  # noqa: E402
+from edge_boneage.runtime import LiteRTModel  # noqa: E402
+from keras_models.layers import FeatureResidual  # noqa: E402
+
+
+def numpy_residual(x, mean, comps):
+    v = np.asarray(x, np.float64) - mean
+    return np.linalg.norm(v - (v @ comps.T) @ comps, axis=1)
+
+
+def test_feature_residual_matches_numpy_keras_and_litert(tmp_path):
+    rng = np.random.default_rng(0)
+    dim, k = 40, 6
+    comps = np.linalg.qr(rng.normal(size=(dim, k)))[0].T  # k orthonormal rows
+    mean = rng.normal(size=dim)
+    x = rng.normal(size=(7, dim)).astype(np.float32)
+    x[0] = mean + 3.0 * comps[2]  # inside the subspace: residual 0
+    inp = keras.Input((dim,), name="features")
+    layer = FeatureResidual(dim, k, threshold=1.5, record={"fit": "test"}, name="feature_residual")
+    model = keras.Model(inp, layer(inp))
+    layer.set_weights([mean.astype(np.float32), comps.astype(np.float32)])
+    ref = numpy_residual(x, mean, comps)
+    assert ref[0] < 1e-5 and ref[1:].min() > 1.0
+    np.testing.assert_allclose(np.asarray(model(x))[:, 0], ref, rtol=1e-4, atol=1e-3)
+    (out,) = LiteRTModel(export_litert(model, tmp_path / "res.tflite"))(features=x).values()
+    np.testing.assert_allclose(out[:, 0], ref, rtol=1e-4, atol=1e-3)
+    cfg = layer.get_config()
+    assert (cfg["dim"], cfg["k"], cfg["threshold"], cfg["record"]) == (dim, k, 1.5, {"fit": "test"})
+    with pytest.raises(ValueError, match="fitted on 40 features"):
+        FeatureResidual(dim, k)(np.zeros((1, 5), np.float32))
+
+
+@pytest.fixture(scope="module")
+def gated(tmp_path_factory):
+    """A small EfficientNet-Lite0 age model (32 px, random weights, squeeze + hand crop contract), its gated copy fitted
+    on synthetic hands (99.8 % of their residuals), saved and exported."""
+    from edge_boneage.featuregate import fit_feature_gate
+    from edge_boneage.preprocess import PreprocessSpec
+    from edge_boneage.synth import generate
+    from keras_models.registry import build_model
+
+    d = tmp_path_factory.mktemp("gate")
+    keras.utils.set_random_seed(0)
+    spec = PreprocessSpec(32, frame="squeeze", crop="hand")
+    model = build_model("efficientnet_lite0", input_size=32, preprocess=spec.to_dict())
+    hands = generate(96, size=96, seed=3).images
+    x = np.stack([spec.apply(h) for h in hands])
+    g = fit_feature_gate(model, x[:64], x[64:], k=8, quantile=99.8, record={"fitted_on": "synthetic hands"})
+    g.save(d / "gated.keras")
+    return {"dir": d, "spec": spec, "model": model, "gated": g, "x": x, "hands": hands,
+            "tflite": export(d / "gated.keras", d / "gated.tflite", check_n=4, log=lambda *a: None).path}
+
+
+def test_gate_is_carried_by_the_keras_file_and_the_tflite(gated):
+    from edge_boneage.featuregate import OUTPUT, feature_gate_of
+    from edge_boneage.modelfile import open_model
+
+    kf, tf = open_model(gated["dir"] / "gated.keras"), open_model(gated["tflite"])
+    assert kf.feature_gate == feature_gate_of(gated["gated"]) and kf.feature_gate["k"] == 8
+    assert kf.feature_gate["fitted_on"] == "synthetic hands" and kf.feature_gate["fit_n"] == 64
+    assert tf.feature_gate["threshold"] == pytest.approx(kf.feature_gate["threshold"])
+    feed = {"image": gated["x"][:4, ..., None], "sex": np.ones((4, 1), np.float32)}
+    a, b = gated["model"].predict(feed, verbose=0), gated["gated"].predict(feed, verbose=0)
+    np.testing.assert_array_equal(a["age"], b["age"])  # the age outputs do not change
+    res = np.concatenate([tf.run({"image": xi[None, ..., None], "sex": np.ones((1, 1), np.float32)})[OUTPUT]
+                          for xi in gated["x"][64:]])
+    assert (res[:, 0] <= tf.feature_gate["threshold"] + 1e-4).mean() >= 0.96  # ~99.8 % of the fitting residuals
+    assert open_model(export_litert(gated["model"], gated["dir"] / "plain.tflite")).feature_gate is None
+
+
+def test_predict_flags_a_picture_far_from_the_fitted_images(gated, tmp_path):
+    import cv2
+
+    from edge_boneage.featuregate import REASON
+    from edge_boneage.predict import AgePredictor, predict_image
+
+    pred = AgePredictor(gated["tflite"])
+    thr = pred.feature_gate["threshold"]
+    cv2.imwrite(str(tmp_path / "hand.png"), gated["hands"][64])
+    rng = np.random.default_rng(1)
+    far = cv2.GaussianBlur(rng.integers(0, 256, (96, 96), dtype=np.uint8), (0, 0), 1.0)
+    far = cv2.rectangle(far, (10, 10), (80, 60), 255, -1)
+    cv2.imwrite(str(tmp_path / "far.png"), far)
+    near = predict_image(pred, tmp_path / "hand.png", "M", orient=False)
+    assert near.feature_residual is not None and near.feature_residual <= thr
+    assert not any(r.startswith(REASON) for r in near.quality_reasons)
+    p = predict_image(pred, tmp_path / "far.png", "M", orient=False)
+    assert p.feature_residual > thr and not p.quality_ok
+    (reason,) = [r for r in p.quality_reasons if r.startswith(REASON)]
+    assert reason == f"{REASON} (feature residual {p.feature_residual:.2f} > {thr:.2f})"
+    assert p.to_dict()["feature_residual"] == p.feature_residual
+
+
+def test_judge_and_refit_of_an_exported_file(gated, tmp_path):
+    import shutil
+
+    from edge_boneage.featuregate import judge, refit_tflite_threshold
+    from edge_boneage.tflite_meta import read_metadata
+
+    gate = {"threshold": 2.0}
+    assert judge({"feature_residual": np.array([[1.5]])}, gate) == (1.5, None)
+    assert judge({"feature_residual": np.array([[2.5]])}, gate)[1].endswith("(feature residual 2.50 > 2.00)")
+    assert judge({"feature_residual": np.array([[np.nan]])}, gate)[1] is not None  # NaN never passes
+    assert judge({"age": np.array([[1.0]])}, gate) == (None, None) and judge({"feature_residual": 9}, None) == (None, None)
+    f = Path(shutil.copy(gated["tflite"], tmp_path / "copy.tflite"))
+    before = read_metadata(f)
+    rec = refit_tflite_threshold(f, gated["x"][64:], quantile=50.0)
+    after = read_metadata(f)
+    assert after["outputs"]["feature_residual"]["threshold"] == rec["threshold"] < before["outputs"][
+        "feature_residual"]["threshold"]
+    assert rec["keras_threshold"] == before["outputs"]["feature_residual"]["threshold"]
+    assert after["preprocess"] == before["preprocess"] and after["outputs"]["age"] == before["outputs"]["age"]
+    with pytest.raises(Exception, match="no 'feature_residual' output record"):
+        refit_tflite_threshold(export_litert(gated["model"], tmp_path / "plain.tflite"), gated["x"][:2])
+
+
+
