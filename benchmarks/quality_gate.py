@@ -323,6 +323,7 @@ def calibration_samples(rsna_dir: Path):
 
 
 ORIENTER = None  # set by --with-orientation: predict's orientation step, whose "orientation unclear" also flags
+PREDICTOR = None  # set by --as-predict MODEL: predict_image itself (statistics + orientation + the model's feature check)
 
 
 def judge(path: Path):
@@ -333,6 +334,14 @@ def judge(path: Path):
     from edge_boneage.io import read_image
     from edge_boneage.quality import QualityResult, assess
 
+    if PREDICTOR is not None:
+        from edge_boneage.predict import predict_image
+
+        try:
+            p = predict_image(PREDICTOR, path, "M")
+        except (EdgeBoneageError, ValueError) as exc:  # unreadable, or too small for the model's contract
+            return QualityResult(False, [f"unreadable ({str(exc)[:80]})"], {})
+        return QualityResult(p.quality_ok, list(p.quality_reasons), {"feature_residual": p.feature_residual})
     try:
         img, meta = read_image(path)
     except EdgeBoneageError as exc:
@@ -362,11 +371,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calibrate", action="store_true",
                     help="only print each statistic's percentiles on the train + validation images (how the "
                          "thresholds in edge_boneage/quality.py were set) and exit")
+    ap.add_argument("--as-predict", type=Path, metavar="MODEL",
+                    help="judge each file with predict_image on MODEL (statistics, the orientation step and the "
+                         "model's feature check, when it carries one): predict's quality_ok exactly")
     ap.add_argument("--with-orientation", action="store_true",
                     help="also run predict's orientation classifier: an unclear orientation flags the image too "
                          "(predict's quality_ok counts both)")
     args = ap.parse_args(argv)
     cv2.setNumThreads(1)
+    if args.as_predict:
+        global PREDICTOR
+        from edge_boneage.predict import AgePredictor
+
+        PREDICTOR = AgePredictor(args.as_predict)
     from edge_boneage import quality
 
     if args.with_orientation:
@@ -386,7 +403,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.keep or Path(tmp)
         print(f"Quality gate {quality.GATE_VERSION} (edge_boneage/quality.py)"
-              + (" + predict's orientation step (an unclear orientation flags)" if ORIENTER else "") + "\n")
+              + (" + predict's orientation step (an unclear orientation flags)" if ORIENTER else "")
+              + (f" as predict_image applies it with {args.as_predict.name} (statistics, orientation step, "
+                 f"feature check: {'yes' if PREDICTOR.feature_gate else 'none in this model'})" if PREDICTOR else "")
+              + "\n")
         # (a) real radiographs
         real_rows, flagged_rows, n_real, n_flag = [], [], 0, 0
         test = ()
@@ -439,6 +459,17 @@ def main(argv: list[str] | None = None) -> int:
         if passed:
             print("\nPassed non-hand pictures:\n")
             _md_table(["suite", "picture", "scores"], passed)
+        from benchmarks.feature_distance import heldout_suite
+
+        held = heldout_suite(folder / "heldout")
+        hrows = []
+        for name, p in held:
+            r = judge(p)
+            hrows.append([name, "passed" if r.ok else "flagged", _reason_text(r) or "-"])
+        n_hpass = sum(r[1] == "passed" for r in hrows)
+        print(f"\n(c) The held-out non-hand suite of benchmarks.feature_distance (made after the feature check's "
+              f"settings were chosen): **{n_hpass} of {len(held)} passed**\n")
+        _md_table(["picture", "gate", "reasons"], hrows)
         print("\nThe project's synthetic (cartoon) hands, edge_boneage.synth.generate(12, size=512, seed=0) "
               "(not required to fail):\n")
         srows = []
@@ -479,7 +510,7 @@ def _reason_text(r) -> str:
 
 
 def _score_text(r) -> str:
-    keys = ("ac64", "hf", "levels95", "peak", "plain", "centre", "coverage", "fill")
+    keys = ("ac64", "hf", "levels95", "peak", "plain", "centre", "coverage", "fill", "feature_residual")
     return ", ".join(f"{k} {r.scores[k]:.3g}" for k in keys if isinstance(r.scores.get(k), (int, float)))
 
 
