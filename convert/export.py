@@ -238,7 +238,7 @@ def compare(quantization: str, keras_out: dict, lite_out: dict, data: DataSet, t
 # Metadata
 
 
-def _outputs_meaning(model, task: str) -> dict:
+def _outputs_meaning(model, task: str, io_tensors: dict | None = None) -> dict:
     if task == "age":
         from keras_models.mobilenet import AGE_CENTRES_MONTHS
 
@@ -255,7 +255,7 @@ def _outputs_meaning(model, task: str) -> dict:
                 "probs": {"shape": ["batch", 19], "meaning": "probabilities of the 19 one-year classes; class k = "
                           "[12k, 12k+12) months (centres: bias-corrected when age.calibration is set)",
                           "class_centres_months": centres},
-                **_feature_gate_meaning(model)}
+                **_feature_gate_meaning(model, io_tensors)}
     from keras_models.resnext import BONES, GRADES_PER_BONE
 
     return {"probs": {"shape": ["batch", 8], "meaning": "TW3 RUS stage probabilities, grades B..I (index 0 = B)",
@@ -263,13 +263,22 @@ def _outputs_meaning(model, task: str) -> dict:
                       "note": "the ulna has grades B..H only (probs[:, 7] == 0); input 'bone' = index into bones"}}
 
 
-def _feature_gate_meaning(model) -> dict:
+def _feature_gate_meaning(model, io_tensors: dict | None = None) -> dict:
+    """The feature check's output record; off (threshold None, and why) where the file's output is integer: an int8
+    residual saturates at its calibration maximum (the real films' largest), so outliers cannot stand out."""
     from edge_boneage.featuregate import OUTPUT, feature_gate_of
 
     gate = feature_gate_of(model)
     if gate is None:
         return {}
     rec = {k: v for k, v in gate.items() if k != "output"}
+    t = ((io_tensors or {}).get("outputs") or {}).get(OUTPUT) or {}
+    if t.get("dtype") in ("int8", "uint8"):
+        top = (127 - t["zero_point"] if t["dtype"] == "int8" else 255 - t["zero_point"]) * t["scale"]
+        rec.update(keras_threshold=rec["threshold"], threshold=None,
+                   disabled=f"this file's {OUTPUT} output is {t['dtype']} and saturates at {top:.3f} (its "
+                            f"calibration maximum), below the float check's threshold {rec['threshold']:.3f}: the "
+                            f"check is off in this file; the float32 file carries it")
     return {OUTPUT: {"shape": ["batch", 1], "meaning": "length of the pooled features outside their training "
                      "principal subspace (edge_boneage.featuregate); above threshold: unlike the training "
                      "radiographs", **rec}}
@@ -314,7 +323,7 @@ def build_metadata(model, keras_path: Path, task: str, info: dict, parity: dict,
             "bone_input": "bone" in names,
         },
         "preprocess": preprocess,
-        "outputs": _outputs_meaning(model, task),
+        "outputs": _outputs_meaning(model, task, io_tensors),
         "age_unit": "months" if task == "age" else None,
         "quantization": {
             "mode": info["quantization"], "io": info["io"], "method": info.get("method"),

@@ -107,6 +107,8 @@ def refit_tflite_threshold(path, images: np.ndarray, quantile: float | None = No
     gate = (meta.get("outputs") or {}).get(OUTPUT)
     if not gate:
         raise EdgeBoneageError(f"{path}: no '{OUTPUT}' output record to refit")
+    if gate.get("threshold") is None:
+        raise EdgeBoneageError(f"{path}: the feature check is off in this file ({gate.get('disabled', 'no threshold')})")
     q = float(gate["val_quantile_pct"] if quantile is None else quantile)
     m = LiteRTModel(path)
     res = []

@@ -130,3 +130,16 @@ def test_judge_and_refit_of_an_exported_file(gated, tmp_path):
 
 
 
+
+
+def test_int8_export_turns_the_check_off_and_says_why(gated):
+    """An int8 file's residual output is int8, calibrated on ordinary inputs: it saturates at their largest residual,
+    so the exporter writes the record with threshold None and the reason, and predict then skips the check."""
+    from edge_boneage.modelfile import open_model
+    from edge_boneage.tflite_meta import read_metadata
+
+    res = export(gated["dir"] / "gated.keras", gated["dir"] / "gated_int8.tflite", quantization="int8", check_n=4,
+                 calib_n=16, log=lambda *a: None, force=True)
+    rec = read_metadata(res.path)["outputs"]["feature_residual"]
+    assert rec["threshold"] is None and "saturates" in rec["disabled"] and rec["keras_threshold"] > 0
+    assert open_model(res.path).feature_gate is None
