@@ -40,10 +40,15 @@ def main(argv=None) -> int:
     ap.add_argument("--train-command")
     ap.add_argument("--update-int8", action="store_true",
                     help="only rewrite the int8 sentence of the existing card from the int8 file's metadata")
+    ap.add_argument("--update-feature-check", action="store_true",
+                    help="only rewrite the files and outputs rows and the export commands of the existing card for "
+                         "files that gained the quality gate's feature check (benchmarks.fit_feature_gate)")
     ap.add_argument("--out", type=Path, default=PRETRAINED / "MODEL_CARD.md")
     a = ap.parse_args(argv)
     if a.update_int8:
         return update_int8(a.out)
+    if a.update_feature_check:
+        return update_feature_check(a.out)
     if not (a.run and a.protocol and a.train_command):
         raise SystemExit("--run, --protocol and --train-command are needed to write a card")
     from edge_boneage.tflite_meta import read_metadata
@@ -199,13 +204,74 @@ def int8_text(int8: Path, meta8: dict | None) -> str:
         return OLD_INT8_TEXT
     q = meta8["quantization"]
     search = q.get("search") or {}
+    side = int8.with_name(int8.name + ".search.json")
+    carried = not search and side.is_file()
+    if carried:  # re-exported with the chosen --recipe: the search table stays in the file beside it
+        search = json.loads(side.read_text())
     row = next((r for r in search.get("rows", []) if r["candidate"] == search.get("chosen")), None)
     text = f"`boneage_age_int8.tflite`: full int8, recipe `{q.get('recipe')}` ({q.get('method')}), {_mib(int8)}"
     if row:
         text += (f"; chosen by `export --int8 --max-mae-increase {search['budget_months']:g}` on {search['heldout']}: "
                  f"{row['mae_increase']:+.2f} months vs float32 at {row['ratio_vs_float32']:.2f}x its latency "
-                 f"(1 thread, interleaved; the search table is in the file's metadata and BENCHMARKS.md `int8_search`)")
+                 f"(1 thread, interleaved; the search table is in "
+                 + (f"`{side.name}` (the search ran on the export of the same weights before the feature check was "
+                    "added; this file was re-exported with the recipe it chose and gives bit-identical ages on the "
+                    "1130 validation images)" if carried else "the file's metadata")
+                 + " and BENCHMARKS.md `int8_search`)")
+    fc = (meta8.get("outputs") or {}).get("feature_residual") or {}
+    if fc.get("disabled"):
+        text += f"; quality gate feature check off in this file: {fc['disabled']}"
     return text + ". "
+
+
+def feature_check_row(meta: dict) -> str:
+    fc = (meta.get("outputs") or {}).get("feature_residual")
+    if not fc:
+        return ""
+    return (f"| quality gate feature check | output `feature_residual` (batch, 1): {fc['meaning']}; k = {fc['k']} "
+            f"principal directions of the pooled features of {fc['fit_n']:,} training-split images, threshold "
+            f"{fc['threshold']:.3f} = {fc['val_quantile_pct']:g} % of the {fc['val_n']:,} validation residuals "
+            "(benchmarks.fit_feature_gate); `predict`, the page and the app flag an image above it "
+            "(BENCHMARKS.md `feature_distance`, `quality_gate_predict`) |")
+
+
+FEATURE_COMMANDS = (
+    "python -m benchmarks.fit_feature_gate boneage_age.keras --rsna-dir ../shared/data/rsna --out gated/boneage_age.keras"
+    "   # the quality gate's feature check (the files before it: the two lines above)\n"
+    "edge-boneage export gated/boneage_age.keras --out gated/boneage_age.tflite\n"
+    "edge-boneage export gated/boneage_age.keras --int8 --recipe aeq_int8_float_stem --calib rsna --calib-n 256 "
+    "--rsna-dir ../shared/data/rsna --out gated/boneage_age_int8.tflite   # the recipe the search above chose\n"
+    "# gated/* are the shipped files")
+
+
+def update_feature_check(card: Path) -> int:
+    """Rewrite the files row (sizes, int8 sentence), add the feature-check row, and add its commands, in an existing
+    card whose training run folder is gone."""
+    import re
+
+    from edge_boneage.fileutil import write_text_atomic
+    from edge_boneage.tflite_meta import read_metadata
+
+    tfl, int8, keras_f = (PRETRAINED / n for n in ("boneage_age.tflite", "boneage_age_int8.tflite", "boneage_age.keras"))
+    meta, meta8 = read_metadata(tfl), read_metadata(int8)
+    text = card.read_text()
+    files = (f"| files | `boneage_age.tflite`: float32 LiteRT, builtin ops only, {_mib(tfl)}; the default of "
+             "`edge-boneage predict`, runs with `ai-edge-litert` + NumPy, no TensorFlow. " + int8_text(int8, meta8)
+             + f"`boneage_age.keras`: the Keras source of the LiteRT file(s) ({_mib(keras_f)}, no optimizer state; "
+             "load with `keras.saving.load_model(..., safe_mode=True)` after `import keras_models`) |")
+    text, n = re.subn(r"^\| files \|.*$", lambda m: files, text, count=1, flags=re.M)
+    if n != 1:
+        raise SystemExit(f"{card}: no files row")
+    text = re.sub(r"^\| quality gate feature check \|.*\n", "", text, flags=re.M)
+    text = re.sub(r"^(\| outputs \|.*\n)", lambda m: m.group(1) + feature_check_row(meta) + "\n", text, count=1,
+                  flags=re.M)
+    if FEATURE_COMMANDS not in text:
+        text = text.replace(INT8_COMMAND + "\n```", INT8_COMMAND + "\n" + FEATURE_COMMANDS + "\n```", 1)
+        if FEATURE_COMMANDS not in text:
+            raise SystemExit(f"{card}: no int8 export command to follow")
+    write_text_atomic(card, text)
+    print(f"updated the files / feature-check rows and commands of {card}")
+    return 0
 
 
 def update_int8(card: Path) -> int:

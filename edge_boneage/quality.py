@@ -42,7 +42,8 @@ not checked: on faint RSNA films the localiser sometimes takes a side marker or 
 on real radiographs they span fill 0.15-1.0, aspect 0.03-2.7 and angle 0-90 degrees, and no threshold at their
 0.2 % tails would flag anything. What the gate cannot tell from these statistics: smooth grey pictures of one bright
 object on a plain dark background (the Moon, a retina, a cell, a clock face, a phantom, a chest-like blob) pass,
-as do the project's synthetic cartoon hands; benchmarks/quality_gate.py lists them.
+as do the project's synthetic cartoon hands; benchmarks/quality_gate.py lists them. predict adds the age model's own
+feature check (edge_boneage.featuregate: a distance to the training films' features), which flags those.
 
 Where the source's colour comes from: edge_boneage.io.read_image returns grey pixels and an ImageMeta whose
 ``photometric`` is the Pillow mode ("RGB", "RGBA", "P", ...) or the DICOM PhotometricInterpretation, and whose
