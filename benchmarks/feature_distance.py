@@ -31,54 +31,6 @@ DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "edge_boneage" / "pretrain
 FEATURE_TENSOR = "global_pool"
 #: the rule picked from the development table (score, k, validation quantile): the residual at k = 64, 99.8 %
 CHOSEN = ("res", 64, 99.8)
-PYDICOM_FILES = ("CT_small.dcm", "MR_small.dcm", "liver_1frame.dcm", "JPEG2000.dcm", "JPGExtended.dcm",
-                 "examples_palette.dcm", "examples_rgb_color.dcm", "examples_ybr_color.dcm", "image_dfl.dcm",
-                 "rtdose_1frame.dcm", "693_J2KI.dcm", "SC_rgb_small_odd.dcm", "MR_small_RLE.dcm", "emri_small.dcm")
-
-
-def heldout_suite(folder: Path, seed: int = 1) -> list[tuple[str, Path]]:
-    """[(name, path)]: pictures the rule was not chosen on (see the module docstring)."""
-    import gzip
-    import os
-
-    import matplotlib
-    from benchmarks import quality_gate as qg
-
-    out = []
-    (folder / "drawn").mkdir(parents=True, exist_ok=True)
-    sd = Path(matplotlib.get_data_path()) / "sample_data"
-    for name in ("grace_hopper.jpg", "Minduka_Present_Blue_Pack.png", "logo2.png"):
-        if (sd / name).is_file():
-            out.append((f"matplotlib {name}", sd / name))
-    if (sd / "s1045.ima.gz").is_file():  # 256x256 16-bit MRI head slice
-        mri = np.frombuffer(gzip.open(sd / "s1045.ima.gz").read(), np.uint16).reshape(256, 256)
-        out.append(("matplotlib MRI head slice s1045", qg._save(folder / "mri_s1045.png", qg._to_uint8(mri))))
-    for name, key in (("jacksboro_fault_dem.npz", "elevation"), ("topobathy.npz", "topo")):
-        if (sd / name).is_file():
-            a = np.load(sd / name)
-            arr = a[key] if key in a.files else a[a.files[0]]
-            out.append((f"matplotlib elevation map {name}", qg._save(folder / f"{name}.png", qg._to_uint8(arr))))
-    bn = sd / "axes_grid" / "bivariate_normal.npy"
-    if bn.is_file():
-        out.append(("matplotlib bivariate normal", qg._save(folder / "bivariate.png", qg._to_uint8(np.load(bn)))))
-    try:
-        import pydicom
-
-        td = Path(os.path.dirname(pydicom.__file__)) / "data" / "test_files"
-        out += [(f"pydicom {n}", td / n) for n in PYDICOM_FILES if (td / n).is_file()]
-    except ImportError:  # pragma: no cover - pydicom is the [dicom] extra
-        pass
-    rng = np.random.default_rng(seed)
-    for i in range(3):
-        out.append((f"chest-like blob, seed {seed}.{i}", qg._save(folder / f"chest_{i}.png", qg._chest_like(rng))))
-        out.append((f"skull-like ring, seed {seed}.{i}", qg._save(folder / f"skull_{i}.png", qg._skull_like(rng))))
-        out.append((f"gaussian blob, seed {seed}.{i}", qg._save(folder / f"blob_{i}.png", qg._blob(rng))))
-    # the generators' random items only (their gradients, text and patterns do not depend on the seed)
-    out += [(f"{name} (seed {seed})", p) for _s, name, p in qg._drawn_items(folder / "drawn", rng)
-            if name.startswith(("coloured shapes", "chest", "skull", "gaussian blob"))]
-    return out
-
-
 class Features:
     """Pooled features of a float age model, the image through the model's own contract, sex 0.5 (unknown)."""
 
@@ -122,6 +74,7 @@ def main(argv=None) -> int:
     ap.add_argument("--held-out", action="store_true", help="also score the held-out suite with the CHOSEN rule")
     a = ap.parse_args(argv)
     from benchmarks import quality_gate as qg
+    from benchmarks.quality_gate import heldout_suite
     from edge_boneage import datasets
     from edge_boneage.dataconfig import protocol_split
     from edge_boneage.io import read_image

@@ -273,6 +273,55 @@ def make_nonhand_suite(folder: Path, test_samples=(), seed: int = 0) -> list[tup
     return items
 
 
+PYDICOM_FILES = ("CT_small.dcm", "MR_small.dcm", "liver_1frame.dcm", "JPEG2000.dcm", "JPGExtended.dcm",
+                 "examples_palette.dcm", "examples_rgb_color.dcm", "examples_ybr_color.dcm", "image_dfl.dcm",
+                 "rtdose_1frame.dcm", "693_J2KI.dcm", "SC_rgb_small_odd.dcm", "MR_small_RLE.dcm", "emri_small.dcm")
+
+
+def heldout_suite(folder: Path, seed: int = 1) -> list[tuple[str, Path]]:
+    """[(name, path)]: the held-out non-hand suite, pictures the feature check's settings were not chosen on
+    (benchmarks.feature_distance): matplotlib's and pydicom's bundled sample images (photos, an MRI head slice, CT / MR
+    DICOM test files, elevation maps, a 2-D Gaussian) and this module's random pictures drawn with another seed."""
+    import gzip
+    import os
+
+    import matplotlib
+
+    out = []
+    (folder / "drawn").mkdir(parents=True, exist_ok=True)
+    sd = Path(matplotlib.get_data_path()) / "sample_data"
+    for name in ("grace_hopper.jpg", "Minduka_Present_Blue_Pack.png", "logo2.png"):
+        if (sd / name).is_file():
+            out.append((f"matplotlib {name}", sd / name))
+    if (sd / "s1045.ima.gz").is_file():  # 256x256 16-bit MRI head slice
+        mri = np.frombuffer(gzip.open(sd / "s1045.ima.gz").read(), np.uint16).reshape(256, 256)
+        out.append(("matplotlib MRI head slice s1045", _save(folder / "mri_s1045.png", _to_uint8(mri))))
+    for name, key in (("jacksboro_fault_dem.npz", "elevation"), ("topobathy.npz", "topo")):
+        if (sd / name).is_file():
+            a = np.load(sd / name)
+            arr = a[key] if key in a.files else a[a.files[0]]
+            out.append((f"matplotlib elevation map {name}", _save(folder / f"{name}.png", _to_uint8(arr))))
+    bn = sd / "axes_grid" / "bivariate_normal.npy"
+    if bn.is_file():
+        out.append(("matplotlib bivariate normal", _save(folder / "bivariate.png", _to_uint8(np.load(bn)))))
+    try:
+        import pydicom
+
+        td = Path(os.path.dirname(pydicom.__file__)) / "data" / "test_files"
+        out += [(f"pydicom {n}", td / n) for n in PYDICOM_FILES if (td / n).is_file()]
+    except ImportError:  # pragma: no cover - pydicom is the [dicom] extra
+        pass
+    rng = np.random.default_rng(seed)
+    for i in range(3):
+        out.append((f"chest-like blob, seed {seed}.{i}", _save(folder / f"chest_{i}.png", _chest_like(rng))))
+        out.append((f"skull-like ring, seed {seed}.{i}", _save(folder / f"skull_{i}.png", _skull_like(rng))))
+        out.append((f"gaussian blob, seed {seed}.{i}", _save(folder / f"blob_{i}.png", _blob(rng))))
+    # the generators' random items only (their gradients, text and patterns do not depend on the seed)
+    out += [(f"{name} (seed {seed})", p) for _s, name, p in _drawn_items(folder / "drawn", rng)
+            if name.startswith(("coloured shapes", "chest", "skull", "gaussian blob"))]
+    return out
+
+
 def make_synth_hands(folder: Path, n: int = 12, size: int = 512) -> list[tuple[str, str, Path]]:
     from edge_boneage.synth import generate
 
@@ -459,15 +508,13 @@ def main(argv: list[str] | None = None) -> int:
         if passed:
             print("\nPassed non-hand pictures:\n")
             _md_table(["suite", "picture", "scores"], passed)
-        from benchmarks.feature_distance import heldout_suite
-
         held = heldout_suite(folder / "heldout")
         hrows = []
         for name, p in held:
             r = judge(p)
             hrows.append([name, "passed" if r.ok else "flagged", _reason_text(r) or "-"])
         n_hpass = sum(r[1] == "passed" for r in hrows)
-        print(f"\n(c) The held-out non-hand suite of benchmarks.feature_distance (made after the feature check's "
+        print(f"\n(c) The held-out non-hand suite (heldout_suite; made after the feature check's "
               f"settings were chosen): **{n_hpass} of {len(held)} passed**\n")
         _md_table(["picture", "gate", "reasons"], hrows)
         print("\nThe project's synthetic (cartoon) hands, edge_boneage.synth.generate(12, size=512, seed=0) "
