@@ -47,7 +47,7 @@ def test_feature_residual_matches_numpy_keras_and_litert(tmp_path):
 
 @pytest.fixture(scope="module")
 def gated(tmp_path_factory):
-    """A small EfficientNet-Lite0 age model (32 px, random weights, squeeze + hand crop contract), its gated copy fitted
+    """A small MobileNetV3-Large age model (alpha 0.35, 32 px, random weights, squeeze + hand crop contract), its gated copy fitted
     on synthetic hands (99.8 % of their residuals), saved and exported."""
     from edge_boneage.featuregate import fit_feature_gate
     from edge_boneage.preprocess import PreprocessSpec
@@ -57,13 +57,14 @@ def gated(tmp_path_factory):
     d = tmp_path_factory.mktemp("gate")
     keras.utils.set_random_seed(0)
     spec = PreprocessSpec(32, frame="squeeze", crop="hand")
-    model = build_model("efficientnet_lite0", input_size=32, preprocess=spec.to_dict())
+    model = build_model("mobilenetv3_large", input_size=32, alpha=0.35, preprocess=spec.to_dict())
     hands = generate(96, size=96, seed=3).images
     x = np.stack([spec.apply(h) for h in hands])
     g = fit_feature_gate(model, x[:64], x[64:], k=8, quantile=99.8, record={"fitted_on": "synthetic hands"})
     g.save(d / "gated.keras")
     return {"dir": d, "spec": spec, "model": model, "gated": g, "x": x, "hands": hands,
-            "tflite": export(d / "gated.keras", d / "gated.tflite", check_n=4, log=lambda *a: None).path}
+            "tflite": export(d / "gated.keras", d / "gated.tflite", check_n=4, log=lambda *a: None).path,
+            "plain": export_litert(model, d / "plain.tflite")}
 
 
 def test_gate_is_carried_by_the_keras_file_and_the_tflite(gated):
@@ -80,7 +81,7 @@ def test_gate_is_carried_by_the_keras_file_and_the_tflite(gated):
     res = np.concatenate([tf.run({"image": xi[None, ..., None], "sex": np.ones((1, 1), np.float32)})[OUTPUT]
                           for xi in gated["x"][64:]])
     assert (res[:, 0] <= tf.feature_gate["threshold"] + 1e-4).mean() >= 0.96  # ~99.8 % of the fitting residuals
-    assert open_model(export_litert(gated["model"], gated["dir"] / "plain.tflite")).feature_gate is None
+    assert open_model(gated["plain"]).feature_gate is None
 
 
 def test_predict_flags_a_picture_far_from_the_fitted_images(gated, tmp_path):
@@ -126,7 +127,7 @@ def test_judge_and_refit_of_an_exported_file(gated, tmp_path):
     assert rec["keras_threshold"] == before["outputs"]["feature_residual"]["threshold"]
     assert after["preprocess"] == before["preprocess"] and after["outputs"]["age"] == before["outputs"]["age"]
     with pytest.raises(Exception, match="no 'feature_residual' output record"):
-        refit_tflite_threshold(export_litert(gated["model"], tmp_path / "plain.tflite"), gated["x"][:2])
+        refit_tflite_threshold(gated["plain"], gated["x"][:2])
 
 
 
