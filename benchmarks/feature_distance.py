@@ -61,8 +61,9 @@ class Features:
 
 
 def scores(X: np.ndarray, mu: np.ndarray, V: np.ndarray, sd: np.ndarray) -> dict[str, np.ndarray]:
-    z = (X - mu) @ V.T
-    return {"md": np.sqrt(((z / sd) ** 2).sum(1)), "res": np.linalg.norm((X - mu) - z @ V, axis=1)}
+    from edge_boneage.featuregate import residuals
+
+    return {"md": np.sqrt((((X - mu) @ V.T / sd) ** 2).sum(1)), "res": residuals(X, mu, V)}
 
 
 def main(argv=None) -> int:

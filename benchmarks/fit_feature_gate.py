@@ -1,10 +1,6 @@
 """Add the quality gate's feature check to an age model, fitted on the RSNA protocol split (edge_boneage.featuregate).
 
     python -m benchmarks.fit_feature_gate MODEL.keras --rsna-dir ../shared/data/rsna --out GATED.keras [--k 64]
-    python -m benchmarks.fit_feature_gate --refit-tflite FILE.tflite --rsna-dir ../shared/data/rsna
-
-The second form, after `edge-boneage export` of GATED.keras, sets an exported file's threshold from its own
-residuals on the validation split (an int8 file's features differ from the float model's).
 
 The pooled features of --n-fit random images of the protocol's TRAINING split (seed 0) give the subspace, the
 VALIDATION split the threshold (--quantile % of its residuals); the test split and the full-resolution films are
@@ -25,10 +21,9 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("model", type=Path, nargs="?")
-    ap.add_argument("--refit-tflite", type=Path, help="refit this exported file's threshold and exit")
+    ap.add_argument("model", type=Path)
     ap.add_argument("--rsna-dir", type=Path, required=True)
-    ap.add_argument("--out", type=Path)
+    ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--k", type=int, default=64)
     ap.add_argument("--quantile", type=float, default=99.8)
     ap.add_argument("--n-fit", type=int, default=3000)
@@ -41,19 +36,6 @@ def main(argv=None) -> int:
     from edge_boneage.preprocess import spec_of_keras_model
     from edge_boneage.runfolder import save_model_atomic
 
-    if a.refit_tflite:
-        from edge_boneage.featuregate import refit_tflite_threshold
-        from edge_boneage.modelfile import open_model
-
-        spec = open_model(a.refit_tflite).spec
-        samples = list(datasets.load_rsna_csv(a.rsna_dir / "labels.csv", a.rsna_dir / "img100").samples)
-        _tr, va, _te = protocol_split(samples, a.rsna_dir)
-        rec = refit_tflite_threshold(a.refit_tflite, np.stack([spec.apply(read_image(s.path)[0]) for s in va]))
-        print(f"{a.refit_tflite}: threshold {rec['threshold']:.4f} ({rec['threshold_from']}; the Keras model's: "
-              f"{rec['keras_threshold']:.4f})")
-        return 0
-    if a.model is None or a.out is None:
-        raise SystemExit("give MODEL.keras and --out (or --refit-tflite FILE)")
     if a.out.resolve() == a.model.resolve():
         raise SystemExit(f"{a.out}: would overwrite the source model; choose another --out")
     model = load_model(a.model)

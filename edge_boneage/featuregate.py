@@ -34,11 +34,17 @@ def _features_model(model):
     return keras.Model(model.inputs, pool.output)
 
 
+def residuals(F: np.ndarray, mean: np.ndarray, comps: np.ndarray) -> np.ndarray:
+    """(N,) lengths of the rows of F - mean outside the span of the (k, C) orthonormal rows `comps`."""
+    v = np.asarray(F, np.float64) - mean
+    return np.linalg.norm(v - (v @ comps.T) @ comps, axis=1)
+
+
 def pooled_features(model, images: np.ndarray, batch: int = 64) -> np.ndarray:
     """(N, C) float64 pooled features of (N, S, S) uint8 contract images (sex 0.5: the features precede the sex input)."""
     fm = _features_model(model)
     feed = {"image": np.asarray(images, np.uint8)[..., None]}
-    if "sex" in [t.name.split(":")[0] for t in fm.inputs] or len(fm.inputs) > 1:
+    if "sex" in [t.name.split(":")[0] for t in fm.inputs]:
         feed["sex"] = np.full((len(images), 1), 0.5, np.float32)
     return np.asarray(fm.predict(feed, batch_size=batch, verbose=0), np.float64)
 
@@ -58,11 +64,9 @@ def fit_feature_gate(model, fit_images: np.ndarray, val_images: np.ndarray, k: i
     mu = F.mean(0)
     _u, _s, vt = np.linalg.svd(F - mu, full_matrices=False)
     comps = vt[:k]
-    Fv = pooled_features(model, val_images)
-    z = (Fv - mu) @ comps.T
-    res = np.linalg.norm((Fv - mu) - z @ comps, axis=1)
+    res = residuals(pooled_features(model, val_images), mu, comps)
     thr = float(np.percentile(res, quantile))
-    rec = {**(record or {}), "fit_n": int(len(F)), "val_n": int(len(Fv)), "val_quantile_pct": float(quantile)}
+    rec = {**(record or {}), "fit_n": int(len(F)), "val_n": int(len(res)), "val_quantile_pct": float(quantile)}
     layer = FeatureResidual(dim=F.shape[1], k=k, threshold=thr, record=rec, name=OUTPUT)
     outputs = {name: t for name, t in zip(model.output_names, model.outputs)}
     outputs[OUTPUT] = layer(model.get_layer(FEATURE_LAYER).output)
@@ -82,6 +86,14 @@ def feature_gate_of(model) -> dict | None:
     return {"output": OUTPUT, "threshold": float(layer.threshold), "k": int(layer.k), **(layer.record or {})}
 
 
+def feature_gate_of_metadata(outputs_meta: dict, output_names) -> dict | None:
+    """The same record from a .tflite's metadata "outputs" (None when absent, or off in that file: threshold None)."""
+    rec = (outputs_meta or {}).get(OUTPUT) or {}
+    if rec.get("threshold") is None or OUTPUT not in output_names:
+        return None
+    return {"output": OUTPUT, **rec}
+
+
 def judge(outputs: dict, gate: dict | None) -> tuple[float | None, str | None]:
     """(residual or None, reason or None) of one prediction's outputs under the model's gate record."""
     if not gate or OUTPUT not in outputs:
@@ -91,36 +103,3 @@ def judge(outputs: dict, gate: dict | None) -> tuple[float | None, str | None]:
         return v, f"{REASON} (feature residual {v:.2f} > {gate['threshold']:.2f})"
     return v, None
 
-
-def refit_tflite_threshold(path, images: np.ndarray, quantile: float | None = None) -> dict:
-    """Set a gated .tflite's threshold to the `quantile` % (default: the record's) of ITS OWN residuals on `images`
-    (validation contract images): an int8 file's features are not the float model's. Rewrites the file atomically;
-    returns the new record."""
-    from pathlib import Path
-
-    from edge_boneage.fileutil import write_bytes_atomic
-    from edge_boneage.runtime import LiteRTModel
-    from edge_boneage.tflite_meta import add_metadata, read_metadata
-
-    path = Path(path)
-    meta = read_metadata(path) or {}
-    gate = (meta.get("outputs") or {}).get(OUTPUT)
-    if not gate:
-        raise EdgeBoneageError(f"{path}: no '{OUTPUT}' output record to refit")
-    if gate.get("threshold") is None:
-        raise EdgeBoneageError(f"{path}: the feature check is off in this file ({gate.get('disabled', 'no threshold')})")
-    q = float(gate["val_quantile_pct"] if quantile is None else quantile)
-    m = LiteRTModel(path)
-    res = []
-    for im in np.asarray(images, np.uint8):
-        feed = {"image": im[None, :, :, None]}
-        if "sex" in m.input_names:
-            feed["sex"] = np.array([[0.5]], np.float32)
-        res.append(float(np.asarray(m(feed)[OUTPUT]).reshape(-1)[0]))
-    new = {**gate, "threshold": float(np.percentile(res, q)), "val_quantile_pct": q,
-           "threshold_from": f"this file's own residuals on {len(res)} validation images",
-           "keras_threshold": gate.get("keras_threshold", gate["threshold"])}
-    meta.pop("schema_version", None)
-    meta["outputs"] = {**meta["outputs"], OUTPUT: new}
-    write_bytes_atomic(path, add_metadata(path.read_bytes(), meta))
-    return new

@@ -87,9 +87,9 @@ class TFLiteModelFile:
         self.spec = PreprocessSpec.from_dict(d) if d else PreprocessSpec(input_size=self.size, version=1)
         outputs = self.metadata.get("outputs") or {}
         self.interval = (outputs.get("age") or {}).get("interval")
-        fg = outputs.get("feature_residual") or {}
-        self.feature_gate = ({"output": "feature_residual", **fg} if fg.get("threshold") is not None
-                             and "feature_residual" in self.model.output_names else None)
+        from edge_boneage.featuregate import feature_gate_of_metadata
+
+        self.feature_gate = feature_gate_of_metadata(outputs, self.model.output_names)
         centres = outputs.get("class_centres_months") or (outputs.get("probs") or {}).get("class_centres_months")
         self.class_centres = list(centres or DEFAULT_CLASS_CENTRES_MONTHS)
         self.task = (self.metadata.get("model") or {}).get("task") or ("age" if "age" in self.model.output_names
