@@ -103,7 +103,7 @@ def train_command(spec: dict, out: Path, *, resume: bool = False) -> list[str]:
 
 def evaluate_command(run_dir: Path, spec: dict) -> list[str]:
     cmd = [sys.executable, "-m", "edge_boneage.cli", "evaluate", str(run_dir / "best.keras"), "--from-run", str(run_dir),
-           "--out", str(run_dir / "eval")]
+           "--out", str(run_dir / "eval"), "--no-gate"]
     if spec.get("backend"):
         cmd += ["--backend", spec["backend"]]
     return cmd

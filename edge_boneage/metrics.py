@@ -211,8 +211,10 @@ PLOT_FILES = {"scatter": "pred_vs_true.png", "bland_altman": "bland_altman.png",
 
 
 def write_report(out_dir: str | os.PathLike, true_months, pred_months, male=None, *, meta: dict | None = None,
-                 ids: Sequence[str] | None = None, bands=AGE_BANDS_YEARS, plots: bool = True) -> dict:
-    """Compute the report and write ``report.json``, ``predictions.csv`` and the PNG plots into `out_dir`.
+                 ids: Sequence[str] | None = None, bands=AGE_BANDS_YEARS, plots: bool = True,
+                 columns: dict[str, Sequence[str]] | None = None, sections: dict | None = None) -> dict:
+    """Compute the report and write ``report.json``, ``predictions.csv`` (plus any extra per-image ``columns``) and
+    the PNG plots into `out_dir`; ``sections``: further top-level report entries (evaluate's "quality_gate").
 
     Every file is written atomically. Returns the report dict (with ``files``: name -> path written).
     """
@@ -220,6 +222,7 @@ def write_report(out_dir: str | os.PathLike, true_months, pred_months, male=None
     t = _as_1d("true ages", true_months)
     p = _as_1d("predicted ages", pred_months, t.shape[0])
     report = compute_report(t, p, male, bands=bands, meta=meta)
+    report.update(sections or {})
     files = {}
     if plots:
         plot_scatter(t, p, out / PLOT_FILES["scatter"], male=male)
@@ -229,10 +232,14 @@ def write_report(out_dir: str | os.PathLike, true_months, pred_months, male=None
     m = None if male is None else _as_1d("sex", male, t.shape[0])
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["id", "true_months", "pred_months", "male"])
+    extra = dict(columns or {})
+    for k, v in extra.items():
+        if len(v) != t.shape[0]:
+            raise ValueError(f"column {k}: {len(v)} values for {t.shape[0]} images")
+    w.writerow(["id", "true_months", "pred_months", "male", *extra])
     for i in range(t.shape[0]):
         w.writerow([str(ids[i]) if ids is not None else str(i), f"{t[i]:.4f}", f"{p[i]:.4f}",
-                    "" if m is None else str(int(m[i]))])
+                    "" if m is None else str(int(m[i])), *(v[i] for v in extra.values())])
     write_text_atomic(out / "predictions.csv", buf.getvalue())
     files["predictions"] = str(out / "predictions.csv")
     files["report"] = str(out / "report.json")

@@ -155,6 +155,15 @@ def orient_image(img: np.ndarray, orienter) -> tuple[np.ndarray, dict | None]:
     return (to_upright_left(img, c) if c else img), rec
 
 
+def gate_verdict(quality, orientation: dict | None, feature_reason: str | None) -> tuple[bool, list[str]]:
+    """The whole gate's (ok, reasons), one rule for predict and evaluate: the image statistics
+    (edge_boneage.quality.assess), an unclear orientation estimate, the model's feature check."""
+    unclear = bool(orientation and not orientation["confident"])
+    reasons = list(quality.reasons) + ([f"orientation unclear (p={orientation['prob']:.2f})"] if unclear else []) \
+        + ([feature_reason] if feature_reason else [])
+    return not reasons, reasons
+
+
 def predict_image(predictor: AgePredictor, image_path: str | os.PathLike, sex=None, *, tta: bool = False,
                   orient: bool = True) -> Prediction:
     """Read, preprocess per the model's spec, run, decode. Errors name the file.
@@ -209,7 +218,7 @@ def predict_image(predictor: AgePredictor, image_path: str | os.PathLike, sex=No
     from edge_boneage.featuregate import judge as judge_features
 
     residual, feature_reason = judge_features(out, predictor.feature_gate)  # the image as the model saw it
-    unclear = bool(orientation and not orientation["confident"])
+    quality_ok, quality_reasons = gate_verdict(quality, orientation, feature_reason)
 
     ival = predictor.interval
     if both is None:
@@ -228,9 +237,7 @@ def predict_image(predictor: AgePredictor, image_path: str | os.PathLike, sex=No
         interval_months=interval, interval_coverage=(ival or {}).get("coverage") if interval else None,
         sex_source=source if predictor.needs_sex else None, ages_by_sex=both, chronological_age_months=chrono,
         bone_minus_chronological_months=None if chrono is None or both is not None else round(age - chrono, 2),
-        quality_ok=quality.ok and not unclear and feature_reason is None,
-        quality_reasons=list(quality.reasons) + ([f"orientation unclear (p={orientation['prob']:.2f})"]
-                                                 if unclear else []) + ([feature_reason] if feature_reason else []),
+        quality_ok=quality_ok, quality_reasons=quality_reasons,
         feature_residual=residual,
         orientation=orientation,
     )

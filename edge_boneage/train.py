@@ -254,7 +254,8 @@ def train(config: TrainConfig, source=None, *, explicit=None) -> TrainResult:
     best_path = out / "best.keras"
     if val_src is not None and best_path.is_file():
         val_report = evaluate_model(best_path, val_src, out / "val", batch=max(config.batch, 16),
-                                    meta={"subset": "val", "data": config.data, "best_epoch": final_state.get("best_epoch")})
+                                    meta={"subset": "val", "data": config.data, "best_epoch": final_state.get("best_epoch")},
+                                    gate=False)  # the ages only: the gate is evaluate's
     result = TrainResult(
         out=str(out), epochs_done=int(final_state.get("epoch", -1)) + 1, initial_epoch=initial_epoch,
         best_epoch=final_state.get("best_epoch"), best_val_mae_months=final_state.get("best_val_mae"),

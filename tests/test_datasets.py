@@ -296,3 +296,53 @@ def test_evaluate_unreadable_image_names_row_and_skip_bad(tmp_path, capsys):
     cap = capsys.readouterr()
     assert "labels.csv data row 4 (line 5)" in cap.err and "skipped 1 unreadable" in cap.err, cap.err
     assert "on 5 images" in cap.out, cap.out
+
+
+def test_evaluate_runs_predicts_quality_gate_and_lists_flagged_images(tmp_path, capsys):
+    """evaluate puts every image through predict's gate: a constant picture and a noise picture in a labelled CSV are
+    flagged with their reasons (report.json quality_gate, predictions.csv columns), hands pass; --no-gate omits it."""
+    import csv
+    from pathlib import Path
+
+    import cv2
+    import numpy as np
+
+    from edge_boneage.cli import main as cli_main
+    from edge_boneage.preprocess import PreprocessSpec
+    from edge_boneage.synth.render import generate
+    from keras_models.registry import build_model
+
+    hands = generate(4, size=256, seed=0)
+    rows = ["path,boneage_months,sex"]
+    for k, img in enumerate(hands.images):
+        cv2.imwrite(str(tmp_path / f"h{k}.png"), img)
+        rows.append(f"h{k}.png,{float(hands.boneage[k]):.1f},{'M' if hands.male[k] else 'F'}")
+    cv2.imwrite(str(tmp_path / "flat.png"), np.full((256, 256), 128, np.uint8))
+    cv2.imwrite(str(tmp_path / "noise.png"), np.random.default_rng(0).integers(0, 255, (256, 256), dtype=np.uint8))
+    rows += ["flat.png,100,M", "noise.png,120,F"]
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    m = build_model("mobilenetv3_large", input_size=32, alpha=0.35, preprocess=PreprocessSpec(input_size=32).to_dict())
+    m.save(tmp_path / "m.keras")
+    base = ["evaluate", str(tmp_path / "m.keras"), "--data", "csv", "--csv", str(tmp_path / "labels.csv"), "--no-plots"]
+
+    assert cli_main(base + ["--out", str(tmp_path / "ev")]) == 0
+    out = capsys.readouterr().out
+    assert "quality gate: 2 of 6 images flagged (33.3 %)" in out and "accepted images only: MAE" in out, out
+    rep = json.loads((tmp_path / "ev" / "report.json").read_text())
+    g = rep["quality_gate"]
+    assert g["n"] == 6 and g["n_flagged"] == 2 and g["accepted_overall"]["n"] == 4, g
+    assert sorted(Path(f["id"]).stem for f in g["flagged"]) == ["flat", "noise"], g["flagged"]
+    assert "constant image" in g["reasons"] and "noise-like" in g["reasons"], g["reasons"]
+    with open(tmp_path / "ev" / "predictions.csv") as f:
+        pred = list(csv.DictReader(f))
+    by = {Path(r["id"]).stem: r for r in pred}
+    assert by["flat"]["quality_ok"] == "0" and "constant image" in by["flat"]["quality_reasons"]
+    assert all(by[f"h{k}"]["quality_ok"] == "1" and by[f"h{k}"]["quality_reasons"] == "" for k in range(4)), pred
+    # accepted-only metrics are the hands' own rows
+    hand_err = [abs(float(by[f"h{k}"]["pred_months"]) - float(by[f"h{k}"]["true_months"])) for k in range(4)]
+    assert abs(g["accepted_overall"]["mae_months"] - np.mean(hand_err)) < 1e-3
+
+    assert cli_main(base + ["--out", str(tmp_path / "ev2"), "--no-gate"]) == 0
+    assert "quality gate" not in capsys.readouterr().out
+    assert "quality_gate" not in json.loads((tmp_path / "ev2" / "report.json").read_text())
+    assert "quality_ok" not in (tmp_path / "ev2" / "predictions.csv").read_text().splitlines()[0]

@@ -28,6 +28,9 @@ def register(subparsers) -> None:
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--skip-bad", action="store_true",
                    help="go on past images that cannot be read, listing each with its CSV row (default: stop there)")
+    p.add_argument("--no-gate", action="store_true",
+                   help="skip the quality gate (by default every image goes through predict's gate: the report "
+                        "counts the flagged ones by reason and gives the accepted images' metrics beside all images')")
     p.add_argument("--backend", choices=("tensorflow", "jax"), help="Keras backend for .keras models")
     p.set_defaults(func=handler)
 
@@ -71,8 +74,19 @@ def handler(args) -> int:
                 raise EdgeBoneageError("no readable images left to evaluate")
         meta = {"data": args.data, "seed": args.seed if args.data == "synth" else None,
                 "rsna_dir": args.rsna_dir, "csv": args.labels_csv, "limit": args.limit}
-    report = evaluate_model(model, source, args.out, batch=args.batch, meta=meta, plots=not args.no_plots)
+    report = evaluate_model(model, source, args.out, batch=args.batch, meta=meta, plots=not args.no_plots,
+                            gate=not args.no_gate)
     print(f"{args.model} on {len(source)} images ({meta['data']}):")
     print(format_table(report))
+    g = report.get("quality_gate")
+    if g:
+        why = ", ".join(f"{k} {v}" for k, v in g["reasons"].items())
+        line = f"quality gate: {g['n_flagged']} of {g['n']} images flagged ({100 * g['flagged_fraction']:.1f} %)"
+        if g["n_flagged"]:
+            acc = g["accepted_overall"]
+            line += f": {why}; listed in predictions.csv"
+            if acc and acc["n"]:
+                line += f"; accepted images only: MAE {acc['mae_months']:.2f} months (n={acc['n']})"
+        print(line)
     print(f"report: {report['files']['report']}")
     return 0
