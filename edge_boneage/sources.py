@@ -24,6 +24,8 @@ models' SoftmaxExpectation uses to turn ``probs`` into ``age``.
 Augmentation (training only; never flips: it is always a LEFT hand): random rotation (+-`rot_deg`), shift
 (+-`shift_frac` of S), isotropic scale (1 +- `scale_frac`) as one affine warp with zero border (the letterbox
 padding is 0 too), then contrast (x `1 +- contrast`) and brightness (+- `brightness` * 255), clipped to uint8.
+Optional resampling jitter (`blur` b > 0): a Gaussian blur or an unsharp mask (even odds) of sigma U(0, b) px, so the
+model does not key on how sharp a film's reduction left it (antialiased vs aliased resizing).
 """
 
 from __future__ import annotations
@@ -71,7 +73,8 @@ class Augment:
     """Random affine (rotation, shift, isotropic scale) + contrast / brightness (+ gamma when gamma > 0).
 
     scale_range (lo, hi), when given, draws the scale log-uniformly in [lo, hi] (e.g. 0.75-1.33) instead of
-    1 +- scale_frac; gamma g draws an exponent exp(U(-g, g)) applied to x/255 before contrast.
+    1 +- scale_frac; gamma g draws an exponent exp(U(-g, g)) applied to x/255 before contrast; blur b > 0 then
+    blurs (cv2.GaussianBlur) or unsharp-masks (x + k (x - blur(x)), k ~ U(0, 1)) with sigma ~ U(0, b) px, even odds.
     """
 
     rot_deg: float = 10.0
@@ -81,6 +84,7 @@ class Augment:
     brightness: float = 0.08
     scale_range: tuple[float, float] | None = None
     gamma: float = 0.0
+    blur: float = 0.0
 
     def __call__(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         import cv2
@@ -103,6 +107,12 @@ class Augment:
             out = 255.0 * (out / 255.0) ** float(np.exp(rng.uniform(-self.gamma, self.gamma)))
         mean = float(out.mean())
         out = (out - mean) * c + mean + b
+        if self.blur > 0:  # drawn last, so runs without it see the same random stream as before it existed
+            sigma = float(rng.uniform(0.0, self.blur))
+            sharpen, k = bool(rng.random() < 0.5), float(rng.uniform(0.0, 1.0))
+            if sigma > 1e-3:
+                soft = cv2.GaussianBlur(out, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+                out = out + k * (out - soft) if sharpen else soft
         return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 

@@ -217,11 +217,17 @@ def train(config: TrainConfig, source=None, *, explicit=None) -> TrainResult:
             raise EdgeBoneageError(f"unknown pretrained weights {config.pretrained!r}; use imagenet")
         if config.init_from:
             init = load_model(config.init_from)
-            shapes = [tuple(w.shape) for w in model.weights], [tuple(w.shape) for w in init.weights]
-            if shapes[0] != shapes[1]:
+            # by weight path, so a packaged model works too: its feature check (extra weights) is dropped and its
+            # bias correction (folded into the class centres, a config, not a weight) is not carried over
+            have = {w.path: w for w in init.weights}
+            missing = [w.path for w in model.weights
+                       if w.path not in have or tuple(have[w.path].shape) != tuple(w.shape)]
+            if missing:
                 raise EdgeBoneageError(f"{config.init_from}: not the same architecture as --model {config.model} "
-                                       f"with these --model-arg / --size")
-            model.set_weights(init.get_weights())
+                                       f"with these --model-arg / --size ({len(missing)} weights differ, "
+                                       f"e.g. {missing[0]})")
+            for w in model.weights:
+                w.assign(have[w.path])
             print(f"train: weights initialised from {config.init_from}", file=sys.stderr)
         if config.bn_momentum is not None:
             set_bn_momentum(model, config.bn_momentum)
@@ -236,7 +242,8 @@ def train(config: TrainConfig, source=None, *, explicit=None) -> TrainResult:
 
     names = set(model_input_names(model))
     kw = dict(label_smoothing=config.label_smoothing, sigma_years=config.sigma_years)
-    aug = (sources.Augment(rot_deg=config.aug_rot_deg, scale_range=config.aug_scale, gamma=config.aug_gamma)
+    aug = (sources.Augment(rot_deg=config.aug_rot_deg, scale_range=config.aug_scale, gamma=config.aug_gamma,
+                           blur=config.aug_blur)
            if config.augment else None)
     train_ds = sources.make_dataset(train_src, config.batch, shuffle=True, augment=aug, seed=config.seed,
                                     epoch=initial_epoch, drop_remainder=True, inputs=names, **kw)

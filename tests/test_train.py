@@ -147,6 +147,36 @@ def test_augment_keeps_left_right_orientation_and_range():
     assert not np.array_equal(aug(img, np.random.default_rng(0)), img)  # it does change the image
 
 
+def test_augment_blur_is_an_independent_cv2_blur_or_unsharp_mask_after_the_rest():
+    """blur>0 is the blur=0 augmentation (same draws first) then cv2.GaussianBlur or x + k (x - blur(x)) with the
+    next three draws (sigma, which one, k), clipped to uint8; deterministic for a seed; both kinds happen."""
+    import cv2
+
+    img = np.random.default_rng(3).integers(0, 256, (48, 48)).astype(np.uint8)
+    img[10:30, 8:20] = 220
+    blur = sources.Augment(blur=1.5)
+    seen = set()
+    for k in range(12):
+        ref_rng = np.random.default_rng(k)
+        plain = sources.Augment(blur=0.0)(img, np.random.default_rng(k))
+        sources.Augment()(img, ref_rng)  # consumes exactly the plain draws; the blur's three come next
+        sigma = ref_rng.uniform(0.0, 1.5)
+        sharpen, amount = ref_rng.random() < 0.5, ref_rng.uniform(0.0, 1.0)
+        out = blur(img, np.random.default_rng(k))
+        assert out.dtype == np.uint8 and out.shape == img.shape
+        soft = cv2.GaussianBlur(plain.astype(np.float32), (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+        want = plain + amount * (plain - soft) if sharpen else soft
+        want = np.clip(np.rint(want), 0, 255)
+        # the reference starts from the rounded plain image, the augmentation from its float: within rounding
+        assert np.abs(out.astype(float) - want).mean() < 1.0, k
+        assert np.array_equal(out, blur(img, np.random.default_rng(k)))  # deterministic for a seed
+        seen.add(bool(sharpen))
+        if sigma > 0.5 and (amount > 0.2 or not sharpen):
+            lap = lambda a: np.abs(cv2.Laplacian(a.astype(np.float32), cv2.CV_32F)).mean()
+            assert (lap(out) > lap(plain)) if sharpen else (lap(out) < lap(plain)), k
+    assert seen == {True, False}  # both kinds drawn
+
+
 def test_split_is_disjoint_stratified_and_seeded():
     months = np.random.default_rng(1).uniform(0, 228, 500)
     tr, va = T._split_indices(500, 0.2, 7, months)
@@ -245,6 +275,35 @@ def test_training_learns_an_easy_signal(tmp_path):
     assert first > 40 and r.best_val_mae_months < 15, [round(h["val_age_mae"], 1) for h in r.history]
     assert r.val_report["overall"]["mae_months"] == pytest.approx(r.best_val_mae_months, rel=1e-4)
     assert r.val_report["overall"]["acc_1y"] > 0.5
+
+
+def test_init_from_copies_weights_by_path_and_drops_extra_outputs(tmp_path):
+    """--init-from takes a packaged model too: the same network plus extra weights (the feature check's) starts the
+    run with the shared weights; a different network is refused in one line."""
+    import keras
+
+    src = _arrays(24)
+    cfg = dict(model="tiny_test_age", size=S, epochs=1, batch=8, verbose=0, val_fraction=0.25)
+    T.train(T.TrainConfig(lr=1e-2, out=str(tmp_path / "a"), **cfg), source=src)
+    m = T.load_model(tmp_path / "a" / "best.keras")
+    feats = next(l for l in reversed(m.layers) if len(l.output.shape) == 2 and l.output.shape[-1] > 1
+                 and l.name not in m.output_names).output
+    outs = {n: t for n, t in zip(m.output_names, m.outputs)}
+    outs["extra_head"] = keras.layers.Dense(3, name="extra_head")(feats)
+    packaged = keras.Model(m.inputs, outs, name=m.name)
+    T.save_model_atomic(packaged, tmp_path / "packaged.keras")
+    T.train(T.TrainConfig(lr=1e-12, weight_decay=0.0, ema=None, init_from=str(tmp_path / "packaged.keras"),
+                          out=str(tmp_path / "b"), **cfg), source=src)
+    b = T.load_model(tmp_path / "b" / "last.keras")
+    want = {w.path: w.numpy() for w in m.trainable_weights}
+    assert [w.path for w in b.trainable_weights] == list(want)
+    for w in b.trainable_weights:  # lr ~ 0: still the initial weights
+        np.testing.assert_allclose(w.numpy(), want[w.path], atol=1e-5, err_msg=w.path)
+    other = keras.Model(inp := keras.Input((4,)), keras.layers.Dense(3)(inp))
+    T.save_model_atomic(other, tmp_path / "other.keras")
+    with pytest.raises(EdgeBoneageError, match="not the same architecture"):
+        T.train(T.TrainConfig(lr=1e-2, init_from=str(tmp_path / "other.keras"), out=str(tmp_path / "c"), **cfg),
+                source=src)
 
 
 def test_bn_momentum_override_is_saved(tmp_path):
