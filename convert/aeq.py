@@ -63,6 +63,16 @@ def _recipe(name: str, island_regex: str | None):
     return rm
 
 
+def _output_tensor_names(float_tflite: bytes, islands: dict) -> list[str]:
+    """Tensor names of the model outputs written by an island layer (signature output key = the layer's name)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_content=bytes(float_tflite))
+    names = {t["index"]: t["name"] for t in it.get_tensor_details()}
+    det = it.get_signature_runner().get_output_details()
+    return [names[det[k]["index"]] for k in islands if k in det]
+
+
 def quantize(float_tflite: bytes, recipe: str, calibration: list[dict], *, island_layers: dict | None = None,
              where: str = "model") -> tuple[bytes, dict]:
     """Quantise float32 .tflite bytes with `recipe`; `calibration` = input dicts of batch 1 (the model's names);
@@ -84,10 +94,14 @@ def quantize(float_tflite: bytes, recipe: str, calibration: list[dict], *, islan
         islands = {n: t for n, t in islands.items() if t not in HEAD_TYPES}
     pat = _scope_pattern(list(islands))
     regex = pat.pattern if pat is not None else None
-    if regex and any(t in HEAD_TYPES for t in islands.values()):
-        # the head's last ops (softmax, the expectation's sum) write the model outputs, which the converter
-        # renames "StatefulPartitionedCall_1:k": they carry no layer scope
-        regex += r"|^StatefulPartitionedCall(?:_\d+)?:\d+$"
+    outs = _output_tensor_names(float_tflite, islands)
+    if regex and outs:
+        # an island's last op (the softmax, the expectation's sum, the residual's sqrt) writes a model output, which
+        # the converter renames "StatefulPartitionedCall_1:k" (no layer scope); the quantizer's scope of an op is
+        # its output names each followed by ";" (so is the graph's output op's: float outputs)
+        import re
+
+        regex += "|" + "|".join(f"(?:^|;){re.escape(n)};" for n in outs)
     rm = _recipe(recipe, regex)
     try:
         qt = quantizer.Quantizer(bytearray(float_tflite))

@@ -46,6 +46,8 @@ FLOAT_ISLAND_TYPES = {
     "AffineGridSampler": "gather indices from the affine grid; int8 indices abort the interpreter (SIGABRT)",
     "SoftmaxExpectation": "age = sum_k p_k c_k with centres up to ~222 months: int8 probabilities (steps of 1/256) "
                           "move it by several months (5.2 months MAE vs Keras on a trained EfficientNet-Lite0)",
+    "FeatureResidual": "the quality gate's distance: an int8 output saturates at the calibration images' largest "
+                       "residual, below the threshold, so no outlier could ever be flagged",
 }
 #: why the layer that makes the probabilities of a SoftmaxExpectation stays float with it
 _FEEDS_EXPECTATION = "the softmax layer feeding SoftmaxExpectation (its int8 output would carry the same error)"

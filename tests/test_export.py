@@ -308,6 +308,12 @@ def test_aeq_recipe_keeps_islands_float_and_survives_metadata(age_keras, tmp_pat
     island = [r for r in rows if any(pat.search(n) for n in r["outputs"]) and r["op"] not in ("QUANTIZE", "DEQUANTIZE")]
     assert island and all("int8" not in r["out_dtypes"] for r in island)  # LBP / sampler ops compute in float
     m = LiteRTModel(out)
+    # the head islands' last ops (softmax, the expectation's sum) write the model outputs, which carry no layer
+    # scope: they are float too, and so are the outputs (an int8 age moves by steps of its output scale)
+    by_name = {n: r for r in rows for n in r["outputs"]}
+    for name, d in m.output_details().items():
+        assert np.dtype(d["dtype"]) == np.float32, name
+        assert by_name[d["name"]]["out_dtypes"] == ["float32"] and by_name[d["name"]]["op"] != "DEQUANTIZE", name
     rng = np.random.default_rng(0)
     age = m({"image": rng.integers(0, 256, (1, 32, 32, 1), dtype=np.uint8), "sex": np.ones((1, 1), np.float32)})["age"]
     assert np.all(np.isfinite(age))

@@ -1,6 +1,6 @@
 """The quality gate's feature check: keras_models.layers.FeatureResidual against NumPy (Keras and LiteRT), and
 edge_boneage.featuregate end to end on a small age model: fit, save / safe_mode load, export (the threshold in the
-.tflite metadata), predict's flag, and the int8 file's record with the check off."""
+.tflite metadata), predict's flag, and the int8 file carrying it in float."""
 
 from __future__ import annotations
 
@@ -16,6 +16,10 @@ import pytest  # noqa: E402
 from edge_boneage.convert.export import export, export_litert  # noqa: E402
 from edge_boneage.runtime import LiteRTModel  # noqa: E402
 from keras_models.layers import FeatureResidual  # noqa: E402
+
+
+#: a 4-px checkerboard: far from the synthetic hands in the fixture network's features (residual ~8x the threshold)
+FAR = (((np.indices((96, 96)) // 4).sum(0) % 2) * 255).astype(np.uint8)  # (~8x: float files)
 
 
 def numpy_residual(x, mean, comps):
@@ -60,6 +64,13 @@ def gated(tmp_path_factory):
     model = build_model("mobilenetv3_large", input_size=32, alpha=0.35, preprocess=spec.to_dict())
     hands = generate(96, size=96, seed=3).images
     x = np.stack([spec.apply(h) for h in hands])
+    # BatchNorm statistics from the fitting hands (one training-mode pass, momentum 0): with the initial ones the
+    # random network's pooled features are ~1e-11 and every residual would be rounding noise
+    from edge_boneage.fitsetup import set_bn_momentum
+
+    set_bn_momentum(model, 0.0)
+    model({"image": x[:64, ..., None], "sex": np.ones((64, 1), np.float32)}, training=True)
+    set_bn_momentum(model, 0.99)
     g = fit_feature_gate(model, x[:64], x[64:], k=8, quantile=99.8, record={"fitted_on": "synthetic hands"})
     g.save(d / "gated.keras")
     return {"dir": d, "spec": spec, "model": model, "gated": g, "x": x, "hands": hands,
@@ -93,10 +104,7 @@ def test_predict_flags_a_picture_far_from_the_fitted_images(gated, tmp_path):
     pred = AgePredictor(gated["tflite"])
     thr = pred.feature_gate["threshold"]
     cv2.imwrite(str(tmp_path / "hand.png"), gated["hands"][64])
-    rng = np.random.default_rng(1)
-    far = cv2.GaussianBlur(rng.integers(0, 256, (96, 96), dtype=np.uint8), (0, 0), 1.0)
-    far = cv2.rectangle(far, (10, 10), (80, 60), 255, -1)
-    cv2.imwrite(str(tmp_path / "far.png"), far)
+    cv2.imwrite(str(tmp_path / "far.png"), FAR)
     near = predict_image(pred, tmp_path / "hand.png", "M", orient=False)
     assert near.feature_residual is not None and near.feature_residual <= thr
     assert not any(r.startswith(REASON) for r in near.quality_reasons)
@@ -117,9 +125,10 @@ def test_judge():
     assert judge({"age": np.array([[1.0]])}, gate) == (None, None) and judge({"feature_residual": 9}, None) == (None, None)
 
 
-def test_int8_export_turns_the_check_off_and_says_why(gated):
-    """An int8 file's residual output is int8, calibrated on ordinary inputs: it saturates at their largest residual,
-    so the exporter writes the record with threshold None and the reason, and predict then skips the check."""
+def test_int8_with_int8_outputs_turns_the_check_off_and_says_why(gated):
+    """The TensorFlow converter's int8 file with int8 I/O (`--recipe tf_int8`, the default I/O) has an int8 residual
+    output, calibrated on ordinary inputs: it saturates at their largest residual, so the exporter writes the record
+    with threshold None and the reason, and predict then skips the check."""
     from edge_boneage.modelfile import open_model
     from edge_boneage.tflite_meta import read_metadata
 
@@ -128,3 +137,36 @@ def test_int8_export_turns_the_check_off_and_says_why(gated):
     rec = read_metadata(res.path)["outputs"]["feature_residual"]
     assert rec["threshold"] is None and "saturates" in rec["disabled"] and rec["keras_threshold"] > 0
     assert open_model(res.path).feature_gate is None
+
+
+def test_int8_float_io_recipe_keeps_the_check_in_float(gated, tmp_path):
+    """An ai-edge-quantizer int8 file (float I/O) keeps the residual a float island (convert.quantize.
+    FLOAT_ISLAND_TYPES), its last op and output included: it carries the Keras threshold, gives about the float
+    file's residuals on hands and a far larger one on the far picture (an int8 output would saturate at the
+    calibration images' largest)."""
+    pytest.importorskip("ai_edge_quantizer")
+    import cv2
+
+    from edge_boneage.modelfile import open_model
+    from edge_boneage.predict import AgePredictor, predict_image
+    from edge_boneage.tflite_meta import read_metadata
+
+    res = export(gated["dir"] / "gated.keras", tmp_path / "aeq.tflite", quantization="int8",
+                 recipe="aeq_int8_float_stem", check_n=4, calib_n=16, log=lambda *a: None, force=True)
+    rec = read_metadata(res.path)["outputs"]["feature_residual"]
+    thr = open_model(gated["tflite"]).feature_gate["threshold"]
+    assert rec["threshold"] == pytest.approx(thr) and "disabled" not in rec
+    assert np.dtype(LiteRTModel(res.path).output_details()["feature_residual"]["dtype"]) == np.float32
+    cv2.imwrite(str(tmp_path / "far.png"), FAR)
+    pred = AgePredictor(res.path)
+    assert pred.feature_gate is not None and pred.feature_gate["threshold"] == pytest.approx(thr)
+    x = gated["x"][64:, ..., None]  # the hands the threshold came from: the float file's residuals, roughly
+    # (a random-weight network calibrated on 16 images quantises coarsely; the trained model: BENCHMARKS.md)
+    feed = {"image": x, "sex": np.ones((len(x), 1), np.float32)}
+    r8 = np.asarray(LiteRTModel(res.path)(**feed)["feature_residual"])[:, 0]
+    r32 = np.asarray(LiteRTModel(gated["tflite"])(**feed)["feature_residual"])[:, 0]
+    assert np.corrcoef(r8, r32)[0, 1] > 0.8 and np.median(np.abs(r8 - r32)) < 0.3 * np.median(r32)
+    # the far picture stands out of the int8 file's residuals too (its int8 body clips activations beyond the
+    # calibration range, so less than in the float file: BENCHMARKS.md int8_feature_check measures it on RSNA)
+    p8 = predict_image(pred, tmp_path / "far.png", "M", orient=False)
+    assert p8.feature_residual > 4 * np.median(r8)
