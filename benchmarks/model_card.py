@@ -38,6 +38,9 @@ def main(argv=None) -> int:
     ap.add_argument("--run", type=Path, help="the training run folder (required unless --update-int8)")
     ap.add_argument("--protocol", type=Path, help="benchmarks.age_protocol --json output")
     ap.add_argument("--train-command")
+    ap.add_argument("--update-rows", type=Path, metavar="PROTOCOL_JSON",
+                    help="only rewrite the 'Other files' rows of the files in this benchmarks.age_protocol JSON "
+                         "(a file re-exported after the card was written)")
     ap.add_argument("--update-int8", action="store_true",
                     help="only rewrite the int8 sentence of the existing card from the int8 file's metadata")
     ap.add_argument("--update-feature-check", action="store_true",
@@ -45,6 +48,8 @@ def main(argv=None) -> int:
                          "files that gained the quality gate's feature check (benchmarks.fit_feature_gate)")
     ap.add_argument("--out", type=Path, default=PRETRAINED / "MODEL_CARD.md")
     a = ap.parse_args(argv)
+    if a.update_rows:
+        return update_rows(a.out, a.update_rows)
     if a.update_int8:
         return update_int8(a.out)
     if a.update_feature_check:
@@ -156,8 +161,7 @@ def main(argv=None) -> int:
         L += ["### Other files and the previous packaged model on the same images", "",
               "| file | test MAE | full-res MAE | full-res bias |", "|---|---|---|---|"]
         for n, r in [("boneage_age.tflite", main_r)] + others:
-            tt, ff = r["test"]["summary"]["overall"], r["fullres"]["summary"]["overall"]
-            L.append(f"| {r['model']} | {tt['mae']:.2f} | {ff['mae']:.2f} | {ff['bias']:+.2f} |")
+            L.append(_file_row(r))
         L += ["", *(f"- `{Path(r['model']).name}`: {OTHER_NOTES[n]}" for n, r in others if n in OTHER_NOTES), ""]
     raw = main_r["fullres"]["summary"].get("raw film")
     L += ["## Limitations", "",
@@ -235,12 +239,19 @@ def feature_check_row(meta: dict) -> str:
             "(BENCHMARKS.md `feature_distance`, `quality_gate_predict`) |")
 
 
-FEATURE_COMMANDS = (
+_FIT_AND_FLOAT = (
     "python -m benchmarks.fit_feature_gate boneage_age.keras --rsna-dir ../shared/data/rsna --out gated/boneage_age.keras"
     "   # the quality gate's feature check (the files before it: the two lines above)\n"
-    "edge-boneage export gated/boneage_age.keras --out gated/boneage_age.tflite\n"
+    "edge-boneage export gated/boneage_age.keras --out gated/boneage_age.tflite\n")
+#: the commands as the card of 2026-12-02 gave them (the int8 file re-exported with the recipe the search had chosen)
+OLD_FEATURE_COMMANDS = _FIT_AND_FLOAT + (
     "edge-boneage export gated/boneage_age.keras --int8 --recipe aeq_int8_float_stem --calib rsna --calib-n 256 "
     "--rsna-dir ../shared/data/rsna --out gated/boneage_age_int8.tflite   # the recipe the search above chose\n"
+    "# gated/* are the shipped files")
+FEATURE_COMMANDS = _FIT_AND_FLOAT + (
+    "edge-boneage export gated/boneage_age.keras --int8 --max-mae-increase 0.3 --calib rsna --calib-n 256 "
+    "--rsna-dir ../shared/data/rsna --out gated/boneage_age_int8.tflite   # the search again, on the gated model "
+    "(since 7d1d6fd its residual stays float in int8 files)\n"
     "# gated/* are the shipped files")
 
 
@@ -265,12 +276,38 @@ def update_feature_check(card: Path) -> int:
     text = re.sub(r"^\| quality gate feature check \|.*\n", "", text, flags=re.M)
     text = re.sub(r"^(\| outputs \|.*\n)", lambda m: m.group(1) + feature_check_row(meta) + "\n", text, count=1,
                   flags=re.M)
+    text = text.replace(OLD_FEATURE_COMMANDS, FEATURE_COMMANDS)
     if FEATURE_COMMANDS not in text:
         text = text.replace(INT8_COMMAND + "\n```", INT8_COMMAND + "\n" + FEATURE_COMMANDS + "\n```", 1)
         if FEATURE_COMMANDS not in text:
             raise SystemExit(f"{card}: no int8 export command to follow")
     write_text_atomic(card, text)
     print(f"updated the files / feature-check rows and commands of {card}")
+    return 0
+
+
+def _file_row(r: dict) -> str:
+    tt, ff = r["test"]["summary"]["overall"], r["fullres"]["summary"]["overall"]
+    return f"| {r['model']} | {tt['mae']:.2f} | {ff['mae']:.2f} | {ff['bias']:+.2f} |"
+
+
+def update_rows(card: Path, protocol: Path) -> int:
+    """Rewrite the 'Other files' rows of the files measured in `protocol` (and say where they were measured)."""
+    import re
+
+    from edge_boneage.fileutil import write_text_atomic
+
+    text = card.read_text()
+    for r in json.loads(protocol.read_text()):
+        row = _file_row(r)
+        text, n = re.subn(rf"^\| {re.escape(r['model'])} \|.*$", lambda m: row, text, count=1, flags=re.M)
+        if n != 1:
+            raise SystemExit(f"{card}: no row for {r['model']}")
+        note = f"- `{Path(r['model']).name}`: "
+        text = re.sub(rf"^({re.escape(note)}.*?)(?: \(re-measured: [^)]*\))?$",
+                      lambda m: m.group(1) + f" (re-measured: {protocol.as_posix()})", text, count=1, flags=re.M)
+    write_text_atomic(card, text)
+    print(f"updated the rows of {card} from {protocol}")
     return 0
 
 
