@@ -202,6 +202,16 @@ class RunFolder:
             raise EdgeBoneageError(f"{self.out}: --resume keeps the run's own settings, but this command changes "
                                    f"{'; '.join(diffs)} (drop those flags, or start a new run with another --out)")
 
+    def resumed_config(self, cls, config, explicit, may_change, keep=()):
+        """The config a resume runs with: the saved run's (a `cls`, e.g. TrainConfig), after refusing any explicit
+        change outside `may_change`; `epochs` is the larger of the two, `out` / `verbose` and the fields in `keep`
+        come from this invocation."""
+        saved = self.saved_config()
+        self.refuse_changes(config, cls.from_json(saved), explicit, may_change)
+        now = {k: getattr(config, k) for k in ("verbose", *keep)}
+        return cls.from_json({**saved, "epochs": max(int(config.epochs), int(saved.get("epochs", 0))),
+                              "out": str(self.out), "resume": True, **now})
+
     def finished(self, state: dict, epochs: int) -> bool:
         """The run committed all of its `epochs` already (and has its best model)."""
         return bool(state) and int(state["epoch"]) + 1 >= int(epochs) and self.best.is_file()

@@ -85,7 +85,6 @@ from edge_boneage.fitsetup import (  # noqa: F401
 from edge_boneage.runfolder import (  # noqa: F401  (re-exported: committed_epoch, save_model_atomic)
     RunFolder,
     committed_epoch,
-    config_differences,
     epoch_commit_callback,
     save_model_atomic,
 )
@@ -132,11 +131,6 @@ def _environment() -> dict:
 RESUME_MAY_CHANGE = {"epochs", "out", "resume", "verbose", "backend_note"}
 
 
-def resume_differences(config: TrainConfig, saved: dict, explicit) -> list[str]:
-    """'name old -> new' for every explicitly given setting that differs from the saved run's."""
-    return config_differences(config, TrainConfig.from_json(saved), explicit, RESUME_MAY_CHANGE)
-
-
 def train(config: TrainConfig, source=None, *, explicit=None) -> TrainResult:
     """Train (or resume) a registered age model; see the module docstring for files, loss and resume.
 
@@ -150,11 +144,7 @@ def train(config: TrainConfig, source=None, *, explicit=None) -> TrainResult:
     folder = RunFolder(out, "training run")
     state = folder.begin(config.resume)
     if state:
-        saved = folder.saved_config()
-        folder.refuse_changes(config, TrainConfig.from_json(saved), explicit, RESUME_MAY_CHANGE)
-        epochs = max(config.epochs, int(saved.get("epochs", 0)))
-        config = TrainConfig.from_json({**saved, "epochs": epochs, "out": str(out), "resume": True,
-                                        "verbose": config.verbose})
+        config = folder.resumed_config(TrainConfig, config, explicit, RESUME_MAY_CHANGE)
     if config.batch < 1 or config.epochs < 1:
         raise EdgeBoneageError("batch and epochs must be >= 1")
     config = resolve_source_size(config)

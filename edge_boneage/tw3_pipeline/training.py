@@ -85,11 +85,7 @@ def train_stage_model(config: StageTrainConfig, train_data: StageData | None = N
     folder = RunFolder(out, "tw3 training run")
     state = folder.begin(config.resume)
     if state:
-        saved = folder.saved_config()
-        folder.refuse_changes(config, StageTrainConfig.from_json(saved), explicit, RESUME_MAY_CHANGE)
-        config = StageTrainConfig.from_json({**saved, "epochs": max(config.epochs, int(saved["epochs"])),
-                                             "time_budget_s": config.time_budget_s, "out": str(out), "resume": True,
-                                             "verbose": config.verbose})
+        config = folder.resumed_config(StageTrainConfig, config, explicit, RESUME_MAY_CHANGE, keep=("time_budget_s",))
     if config.batch < 1 or config.epochs < 1 or config.n_train < 1 or config.n_val < 1:
         raise EdgeBoneageError("batch, epochs, n_train and n_val must be >= 1")
     if config.arch not in ("csp_resnext50_tw3", "resnext50_tw3"):
