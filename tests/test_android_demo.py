@@ -383,14 +383,11 @@ def _crop_images(images, rsna):
 
 
 @pytest.fixture(scope="module")
-def crop_cases(images, request):
+def crop_cases(images, rsna_dir_or_none):
     """[{name, img, spec, out, box}]: every input under each frame x crop rule, with Python's answer."""
     from edge_boneage.preprocess import PreprocessSpec
 
-    try:
-        rsna = request.getfixturevalue("rsna_dir")
-    except pytest.skip.Exception:
-        rsna = None
+    rsna = rsna_dir_or_none
     cases, k = [], 0
     imgs = _crop_images(images, rsna)
     for name, img in imgs.items():

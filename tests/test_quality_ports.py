@@ -153,7 +153,7 @@ def _extra_items(d: Path, rsna: Path | None) -> list[tuple[str, str, Path]]:
 
 
 @pytest.fixture(scope="module")
-def suite(tmp_path_factory, request):
+def suite(tmp_path_factory, rsna_dir_or_none):
     """[{name, group, path, url, want: Python's result, raw, mode, shape}] for every input."""
     import cv2
 
@@ -161,10 +161,7 @@ def suite(tmp_path_factory, request):
     from edge_boneage import quality
     from edge_boneage.io import read_image
 
-    try:
-        rsna = request.getfixturevalue("rsna_dir")
-    except pytest.skip.Exception:
-        rsna = None
+    rsna = rsna_dir_or_none
     d = tmp_path_factory.mktemp("quality_suite")
     samples = [types.SimpleNamespace(id=p.stem, path=p) for p in sorted((rsna / "img100").glob("*.png"))[:2]] \
         if rsna is not None else []
