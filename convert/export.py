@@ -54,6 +54,8 @@ import numpy as np
 from edge_boneage import EdgeBoneageError
 # the model description and check data live in convert.checkdata; these names stay importable from here
 from edge_boneage.convert.checkdata import DataSet, _image_shape, input_specs, make_data, model_task
+# the file's metadata record is convert.filemeta's
+from edge_boneage.convert.filemeta import _io_tensors, build_metadata
 
 #: default parity limits (see the module docstring)
 FLOAT32_RTOL = 1e-4
@@ -230,10 +232,6 @@ def compare(quantization: str, keras_out: dict, lite_out: dict, data: DataSet, t
     res["passed"] = not reason
     res["reason"] = reason or "ok"
     return res
-
-
-# the file's metadata record is convert.filemeta's
-from edge_boneage.convert.filemeta import _io_tensors, build_metadata  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------------------------------
