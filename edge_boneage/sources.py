@@ -238,12 +238,23 @@ class SampleImages:
 # ----------------------------------------------------------------------------------------------- batching
 
 
+def age_balance_probs(months, power: float, bin_months: float = 12.0) -> np.ndarray:
+    """Per-image draw probabilities that flatten the age distribution: each image weighs (its one-year bin's
+    count) ** -power (0: as the data come, 1: every bin drawn equally often); they sum to 1."""
+    if not 0.0 <= power <= 1.0:
+        raise EdgeBoneageError(f"age balance power must be in [0, 1], got {power}")
+    bins = np.floor(np.asarray(months, np.float64) / bin_months).astype(np.int64)
+    _, inv, counts = np.unique(bins, return_inverse=True, return_counts=True)
+    w = counts[inv].astype(np.float64) ** -float(power)
+    return w / w.sum()
+
+
 class BatchMaker:
     """Backend-free batching logic (what the PyDataset delegates to; testable without Keras)."""
 
     def __init__(self, source, batch_size: int, *, shuffle: bool = False, augment: Augment | None = None,
                  seed: int = 0, label_smoothing: float = 0.0, sigma_years: float = 0.0, drop_remainder: bool = False,
-                 inputs=None):
+                 inputs=None, balance: float = 0.0):
         if len(source) == 0:
             raise EdgeBoneageError("data source is empty")
         self.source = source
@@ -255,6 +266,8 @@ class BatchMaker:
         self.sigma_years = sigma_years
         self.drop_remainder = drop_remainder
         self.inputs = None if inputs is None else set(inputs)  # model input names to feed (None: image + sex)
+        self.balance = float(balance)
+        self._draw_p = age_balance_probs(source.months, self.balance) if self.balance > 0 else None
         self.epoch = 0
         self._order_epoch = None
         self._order = None
@@ -266,8 +279,11 @@ class BatchMaker:
     def order(self) -> np.ndarray:
         if self._order_epoch != self.epoch:
             n = len(self.source)
-            self._order = (np.random.default_rng([self.seed, self.epoch]).permutation(n) if self.shuffle
-                           else np.arange(n))
+            rng = np.random.default_rng([self.seed, self.epoch])
+            if self._draw_p is not None and self.shuffle:  # age-balanced: n draws with replacement
+                self._order = rng.choice(n, size=n, replace=True, p=self._draw_p)
+            else:
+                self._order = rng.permutation(n) if self.shuffle else np.arange(n)
             self._order_epoch = self.epoch
         return self._order
 
@@ -279,10 +295,11 @@ class BatchMaker:
     def batch(self, b: int):
         idx = self.indices(b)
         imgs = []
-        for i in idx:
+        for j, i in enumerate(idx):
             img = self.source.image(int(i))
-            if self.augment is not None:
-                img = self.augment(img, np.random.default_rng([self.seed, self.epoch, int(i), 1]))
+            if self.augment is not None:  # balanced draws repeat images: their position keys the augmentation too
+                key = [self.seed, self.epoch, int(i), 1] + ([b * self.batch_size + j] if self._draw_p is not None else [])
+                img = self.augment(img, np.random.default_rng(key))
             imgs.append(img)
         x = {"image": np.stack(imgs)[..., None].astype(np.uint8),
              "sex": self.source.male[idx].reshape(-1, 1).astype(np.float32)}
@@ -348,7 +365,8 @@ def _pydataset_class():
 
 def make_dataset(source, batch_size: int, *, shuffle: bool = False, augment: Augment | bool | None = None,
                  seed: int = 0, epoch: int = 0, label_smoothing: float = 0.0, sigma_years: float = 0.0,
-                 drop_remainder: bool = False, inputs=None, workers: int = 1, use_multiprocessing: bool = False):
+                 drop_remainder: bool = False, inputs=None, workers: int = 1, use_multiprocessing: bool = False,
+                 balance: float = 0.0):
     """A `keras.utils.PyDataset` of batches from `source` (ArrayImages / SampleImages); see module docstring."""
     if augment is True:
         augment = Augment()
@@ -356,6 +374,6 @@ def make_dataset(source, batch_size: int, *, shuffle: bool = False, augment: Aug
         augment = None
     maker = BatchMaker(source, batch_size, shuffle=shuffle, augment=augment, seed=seed,
                        label_smoothing=label_smoothing, sigma_years=sigma_years, drop_remainder=drop_remainder,
-                       inputs=inputs)
+                       inputs=inputs, balance=balance)
     maker.epoch = int(epoch)
     return _pydataset_class()(maker, workers=workers, use_multiprocessing=use_multiprocessing)

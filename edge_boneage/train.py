@@ -236,7 +236,8 @@ def train(config: TrainConfig, source=None, *, explicit=None) -> TrainResult:
                            blur=config.aug_blur)
            if config.augment else None)
     train_ds = sources.make_dataset(train_src, config.batch, shuffle=True, augment=aug, seed=config.seed,
-                                    epoch=initial_epoch, drop_remainder=True, inputs=names, **kw)
+                                    epoch=initial_epoch, drop_remainder=True, inputs=names,
+                                    balance=config.balance_ages, **kw)
     val_ds = (sources.make_dataset(val_src, config.batch, inputs=names, **kw) if val_src is not None else None)
 
     history: list[dict] = []

@@ -52,6 +52,7 @@ class TrainConfig:
     aug_scale: tuple[float, float] | None = None  # log-uniform scale augmentation range, e.g. (0.75, 1.33)
     aug_gamma: float = 0.0  # gamma augmentation: exponent exp(U(-g, g))
     aug_rot_deg: float = 10.0
+    balance_ages: float = 0.0  # > 0: draw training images with probability ~ (age-bin count) ** -p (sources.age_balance_probs)
     aug_blur: float = 0.0  # resampling jitter: Gaussian blur / unsharp mask of sigma U(0, b) px (sources.Augment)
     pretrained: str | None = None  # "imagenet": backbone from edge_boneage.imagenet (EfficientNet-Lite models)
     init_from: str | None = None  # a .keras of the same architecture whose weights start this run (a fine-tune stage)

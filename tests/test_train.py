@@ -135,6 +135,30 @@ def test_batches_contract_and_deterministic_per_epoch():
     assert sorted(order0.tolist()) == list(range(20))
 
 
+def test_age_balanced_draws_flatten_the_age_histogram():
+    rng = np.random.default_rng(0)
+    months = np.concatenate([rng.uniform(120, 132, 900), rng.uniform(24, 36, 100)])  # 9:1 over two one-year bins
+    p = sources.age_balance_probs(months, 1.0)
+    assert np.isclose(p.sum(), 1.0) and np.isclose(p[months < 100].sum(), 0.5)  # P=1: both bins equally often
+    assert np.isclose(sources.age_balance_probs(months, 0.5)[months < 100].sum(), 1 / (1 + 3))  # sqrt(9) : 1
+    assert np.allclose(sources.age_balance_probs(months, 0.0), 1 / len(months))
+    with pytest.raises(EdgeBoneageError, match="balance power"):
+        sources.age_balance_probs(months, 1.5)
+    src = sources.ArrayImages(rng.integers(0, 255, (1000, S, S), dtype=np.uint8), months, np.ones(1000))
+    m = sources.BatchMaker(src, 50, shuffle=True, augment=sources.Augment(), seed=1, balance=1.0)
+    young = [np.mean(src.months[m.order()] < 100) for m.epoch in range(5)]
+    assert 0.4 < np.mean(young) < 0.6  # half the draws young (10 % of the data)
+    plain = sources.BatchMaker(src, 50, shuffle=True, seed=1)
+    assert sorted(plain.order().tolist()) == list(range(1000))  # off: a permutation, as before
+    m.epoch = 0
+    order = m.order()
+    b, j = next((b, j) for b in range(len(m)) for j in range(50)
+                if order[b * 50 + j] in order[:b * 50 + j])  # an image drawn twice in one epoch ...
+    first = int(np.nonzero(order == order[b * 50 + j])[0][0])
+    x1, x2 = m.batch(first // 50)[0]["image"][first % 50], m.batch(b)[0]["image"][j]
+    assert not np.array_equal(x1, x2)  # ... is augmented differently each time
+
+
 def test_augment_keeps_left_right_orientation_and_range():
     img = np.zeros((64, 64), np.uint8)
     img[16:48, 6:24] = 200  # a bright block on the LEFT

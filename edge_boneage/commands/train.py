@@ -92,6 +92,9 @@ def register(subparsers) -> None:
     p.add_argument("--aug-blur", type=float, metavar="SIGMA",
                    help="resampling jitter: blur or unsharp-mask each training image with sigma U(0, SIGMA) px "
                         "(default 0: off)")
+    p.add_argument("--balance-ages", type=float, metavar="P",
+                   help="draw training images age-balanced: probability ~ (count of their one-year bin) ** -P, "
+                        "P in [0, 1] (default 0: as the data come; 1: every year equally often)")
     p.add_argument("--age-loss-weight", type=float, help="lambda on MAE in years (default 1.0)")
     p.add_argument("--probs-loss-weight", type=float, help="weight of the class cross-entropy")
     p.add_argument("--label-smoothing", type=float, default=0.0)
@@ -117,7 +120,7 @@ def handler(args) -> int:
 
     kw = dict(RECIPES[args.recipe])
     for name in ("size", "frame", "crop", "source_size", "epochs", "batch", "lr", "optimizer", "weight_decay", "schedule",
-                 "warmup_epochs", "ema", "pretrained", "aug_blur", "age_loss_weight", "probs_loss_weight", "sigma_years"):
+                 "warmup_epochs", "ema", "pretrained", "aug_blur", "balance_ages", "age_loss_weight", "probs_loss_weight", "sigma_years"):
         v = getattr(args, name)
         if v is not None:
             kw[name] = None if v == "none" and name in ("crop", "pretrained") else v
