@@ -18,6 +18,8 @@ import numpy as np
 CLASSES = ("upright", "rot90", "rot180", "rot270", "mirrored", "mirrored+rot90", "mirrored+rot180", "mirrored+rot270")
 DEFAULT_MODEL = Path(__file__).resolve().parent / "pretrained" / "orientation.tflite"
 #: below this top probability the orientation is "unclear": the image is left as it is and the gate flags it
+#: (chosen on the validation split + development non-hand suite: benchmarks/orient_confidence.py, BENCHMARKS.md
+#: `orient_confidence`: the lowest threshold at which no development non-hand picture passes)
 MIN_CONFIDENCE = 0.5
 #: default probabilities needed to turn an image (the model file's metadata overrides them): the rotation
 #: (P(k) = p[k] + p[k + 4], k != 0) and the mirroring (P(mirrored) = p[4] + ... + p[7]) are decided separately,

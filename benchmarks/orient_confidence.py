@@ -1,0 +1,91 @@
+"""Choosing the orientation classifier's "unclear" threshold: real validation radiographs vs the development non-hand
+suite, predict's whole gate at each threshold.
+
+An image is flagged "orientation unclear" when the classifier's top probability is below a threshold
+(edge_boneage.orientation.MIN_CONFIDENCE). The threshold trades the two errors: a lower one flags fewer real
+radiographs, a higher one catches more non-hand pictures. This sweep uses only what calibration may use: the
+protocol's VALIDATION split (real films, img100) and the development non-hand suite of benchmarks.quality_gate
+(make_nonhand_suite). Never the test split, the full-resolution films or the held-out non-hand suite: those report,
+in benchmarks.quality_gate --as-predict, after the choice.
+
+Rule (fixed before the sweep): the lowest threshold at which no development non-hand picture passes predict's whole
+gate (statistics + orientation + the model's feature check).
+
+    python -m benchmarks.orient_confidence --rsna-dir ../shared/data/rsna --model edge_boneage/pretrained/boneage_age.tflite
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+THRESHOLDS = (0.30, 0.35, 0.40, 0.45, 0.50, 0.55, 0.60)
+
+
+def verdicts(predictor, paths) -> list[tuple[bool, float]]:
+    """[(flagged by something other than the orientation, orientation top probability)] per file, as predict sees
+    it; an unreadable file counts as flagged with probability 0."""
+    from edge_boneage import EdgeBoneageError
+    from edge_boneage.predict import predict_image
+
+    out = []
+    for p in paths:
+        try:
+            r = predict_image(predictor, p, "M")
+        except (EdgeBoneageError, ValueError):
+            out.append((True, 0.0))
+            continue
+        other = [x for x in r.quality_reasons if not x.startswith("orientation unclear")]
+        out.append((bool(other), float(r.orientation["prob"]) if r.orientation else 1.0))
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rsna-dir", type=Path, default=Path("../shared/data/rsna"))
+    ap.add_argument("--model", type=Path, default=Path("edge_boneage/pretrained/boneage_age.tflite"))
+    a = ap.parse_args(argv)
+    import cv2
+
+    cv2.setNumThreads(1)
+    from benchmarks.quality_gate import make_nonhand_suite
+    from edge_boneage import datasets
+    from edge_boneage.dataconfig import protocol_split
+    from edge_boneage.orientation import MIN_CONFIDENCE
+    from edge_boneage.predict import AgePredictor
+
+    predictor = AgePredictor(a.model)
+    samples = datasets.load_rsna_csv(a.rsna_dir / "labels.csv", a.rsna_dir / "img100").samples
+    _tr, val, test = protocol_split(samples, a.rsna_dir)
+    real = verdicts(predictor, [s.path for s in val])
+    with tempfile.TemporaryDirectory() as tmp:
+        items = make_nonhand_suite(Path(tmp) / "nonhand", test)  # the same suite benchmarks.quality_gate reports
+        fake = verdicts(predictor, [p for _s, _n, p in items])
+    print(f"model {a.model.name}; validation split n={len(real)} real radiographs (img100); development non-hand "
+          f"suite n={len(fake)} pictures; current threshold {MIN_CONFIDENCE}\n")
+    print("| threshold | real flagged (any reason) | real flagged by orientation only | non-hand passed |")
+    print("|---|---|---|---|")
+    chosen = None
+    for t in THRESHOLDS:
+        rf = sum(o or p < t for o, p in real)
+        ro = sum((not o) and p < t for o, p in real)
+        fp = sum((not o) and p >= t for o, p in fake)
+        if chosen is None and fp == 0:
+            chosen = t
+        print(f"| {t:.2f} | {rf} ({100 * rf / len(real):.2f} %) | {ro} | {fp} |")
+    other = sum(o for o, _p in real)
+    print(f"\nreal radiographs flagged by the other checks alone: {other}; non-hand pictures caught only by the "
+          f"orientation at {MIN_CONFIDENCE}: {sum((not o) and p < MIN_CONFIDENCE for o, p in fake)}")
+    print(f"rule: the lowest threshold with no development non-hand picture passing -> {chosen}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
