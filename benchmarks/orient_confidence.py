@@ -51,6 +51,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rsna-dir", type=Path, default=Path("../shared/data/rsna"))
     ap.add_argument("--model", type=Path, default=Path("edge_boneage/pretrained/boneage_age.tflite"))
+    ap.add_argument("--orienter", type=Path, help="a candidate orientation .tflite instead of the packaged one")
     a = ap.parse_args(argv)
     import cv2
 
@@ -62,13 +63,17 @@ def main(argv=None) -> int:
     from edge_boneage.predict import AgePredictor
 
     predictor = AgePredictor(a.model)
+    if a.orienter:  # predict_image takes the packaged classifier from default_orienter(): put the candidate there
+        from edge_boneage import orientation
+
+        orientation._DEFAULT = orientation.Orienter(a.orienter)
     samples = datasets.load_rsna_csv(a.rsna_dir / "labels.csv", a.rsna_dir / "img100").samples
     _tr, val, test = protocol_split(samples, a.rsna_dir)
     real = verdicts(predictor, [s.path for s in val])
     with tempfile.TemporaryDirectory() as tmp:
         items = make_nonhand_suite(Path(tmp) / "nonhand", test)  # the same suite benchmarks.quality_gate reports
         fake = verdicts(predictor, [p for _s, _n, p in items])
-    print(f"model {a.model.name}; validation split n={len(real)} real radiographs (img100); development non-hand "
+    print(f"model {a.model.name}; orienter {a.orienter or 'packaged'}; validation split n={len(real)} real radiographs (img100); development non-hand "
           f"suite n={len(fake)} pictures; current threshold {MIN_CONFIDENCE}\n")
     print("| threshold | real flagged (any reason) | real flagged by orientation only | non-hand passed |")
     print("|---|---|---|---|")

@@ -38,12 +38,12 @@ def all_orientations(imgs, size):
     return np.stack(x)[..., None], np.array(y)
 
 
-def jitter(im: np.ndarray, rng) -> np.ndarray:
+def jitter(im: np.ndarray, rng, rot_deg: float = 12.0) -> np.ndarray:
     import cv2
 
     h, w = im.shape
     s = rng.uniform(0.8, 1.25)
-    mat = cv2.getRotationMatrix2D((w / 2, h / 2), rng.uniform(-12, 12), s)
+    mat = cv2.getRotationMatrix2D((w / 2, h / 2), rng.uniform(-rot_deg, rot_deg), s)
     mat[:, 2] += rng.uniform(-0.08, 0.08, 2) * (w, h)
     out = cv2.warpAffine(im, mat, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
                          borderValue=int(np.median(im[:, :3])))
@@ -58,6 +58,9 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--width", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--rot-deg", type=float, default=12.0,
+                    help="training rotation jitter +-DEG around each of the 8 orientations (real films lie tilted by "
+                         "up to ~45 degrees; keep it below 45 so the classes stay apart)")
     ap.add_argument("--from-keras", type=Path, help="skip training: take this trained orientation .keras")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "edge_boneage" / "pretrained")
     a = ap.parse_args(argv)
@@ -96,7 +99,7 @@ def main(argv=None) -> int:
         best_w = model.get_weights()
     for ep in range(0 if a.from_keras else a.epochs):
         cls = rng.integers(0, 8, len(tr_img))
-        x = np.stack([squeeze(apply_orientation(jitter(im, rng), c), a.size) for im, c in zip(tr_img, cls)])[..., None]
+        x = np.stack([squeeze(apply_orientation(jitter(im, rng, a.rot_deg), c), a.size) for im, c in zip(tr_img, cls)])[..., None]
         t1 = time.time()
         h = model.fit(x, {"orient": cls}, batch_size=64, epochs=1, verbose=0, shuffle=True)
         pv = np.asarray(model.predict(xv, batch_size=256, verbose=0)["orient"])
@@ -154,7 +157,7 @@ def main(argv=None) -> int:
         "orientation": {"classes": list(CLASSES), "rotate_threshold": t_rot, "mirror_threshold": t_mir,
                         "input_size": a.size,
                         "input": "whole decoded image squeezed to input_size (cv2.INTER_AREA), uint8 grey",
-                        "trained": f"protocol training split, {a.epochs} epochs, width {a.width}, seed {a.seed}"
+                        "trained": f"protocol training split, {a.epochs} epochs, width {a.width}, seed {a.seed}, rotation jitter +-{a.rot_deg:g} deg"
                         + (f" (thresholds re-chosen from {a.from_keras.name})" if a.from_keras else ""),
                         "val_accuracy": best}}))
     o = Orienter(tfl)
