@@ -2,7 +2,7 @@
 suite, predict's whole gate at each threshold.
 
 An image is flagged "orientation unclear" when the classifier's top probability is below a threshold
-(edge_boneage.orientation.MIN_CONFIDENCE). The threshold trades the two errors: a lower one flags fewer real
+(the classifier file's metadata "unclear_threshold", else edge_boneage.orientation.MIN_CONFIDENCE). The threshold trades the two errors: a lower one flags fewer real
 radiographs, a higher one catches more non-hand pictures. This sweep uses only what calibration may use: the
 protocol's VALIDATION split (real films, img100) and the development non-hand suite of benchmarks.quality_gate
 (make_nonhand_suite). Never the test split, the full-resolution films or the held-out non-hand suite: those report,
@@ -52,6 +52,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rsna-dir", type=Path, default=Path("../shared/data/rsna"))
     ap.add_argument("--model", type=Path, default=Path("edge_boneage/pretrained/boneage_age.tflite"))
     ap.add_argument("--orienter", type=Path, help="a candidate orientation .tflite instead of the packaged one")
+    ap.add_argument("--write", type=Path, metavar="OUT.tflite",
+                    help="write a copy of the orienter with the chosen threshold in its metadata (unclear_threshold)")
     a = ap.parse_args(argv)
     import cv2
 
@@ -59,14 +61,13 @@ def main(argv=None) -> int:
     from benchmarks.quality_gate import make_nonhand_suite
     from edge_boneage import datasets
     from edge_boneage.dataconfig import protocol_split
-    from edge_boneage.orientation import MIN_CONFIDENCE
+    from edge_boneage import orientation
     from edge_boneage.predict import AgePredictor
 
     predictor = AgePredictor(a.model)
     if a.orienter:  # predict_image takes the packaged classifier from default_orienter(): put the candidate there
-        from edge_boneage import orientation
-
         orientation._DEFAULT = orientation.Orienter(a.orienter)
+    current = orientation.default_orienter().unclear_threshold
     samples = datasets.load_rsna_csv(a.rsna_dir / "labels.csv", a.rsna_dir / "img100").samples
     _tr, val, test = protocol_split(samples, a.rsna_dir)
     real = verdicts(predictor, [s.path for s in val])
@@ -74,7 +75,7 @@ def main(argv=None) -> int:
         items = make_nonhand_suite(Path(tmp) / "nonhand", test)  # the same suite benchmarks.quality_gate reports
         fake = verdicts(predictor, [p for _s, _n, p in items])
     print(f"model {a.model.name}; orienter {a.orienter or 'packaged'}; validation split n={len(real)} real radiographs (img100); development non-hand "
-          f"suite n={len(fake)} pictures; current threshold {MIN_CONFIDENCE}\n")
+          f"suite n={len(fake)} pictures; its threshold now {current}\n")
     print("| threshold | real flagged (any reason) | real flagged by orientation only | non-hand passed |")
     print("|---|---|---|---|")
     chosen = None
@@ -87,8 +88,22 @@ def main(argv=None) -> int:
         print(f"| {t:.2f} | {rf} ({100 * rf / len(real):.2f} %) | {ro} | {fp} |")
     other = sum(o for o, _p in real)
     print(f"\nreal radiographs flagged by the other checks alone: {other}; non-hand pictures caught only by the "
-          f"orientation at {MIN_CONFIDENCE}: {sum((not o) and p < MIN_CONFIDENCE for o, p in fake)}")
+          f"orientation at {current}: {sum((not o) and p < current for o, p in fake)}")
     print(f"rule: the lowest threshold with no development non-hand picture passing -> {chosen}")
+    if a.write:
+        if chosen is None:
+            raise SystemExit("no threshold lets no development non-hand picture pass: nothing written")
+        from edge_boneage.fileutil import write_bytes_atomic
+        from edge_boneage.tflite_meta import add_metadata, read_metadata
+
+        src = Path(orientation.default_orienter().path)
+        meta = dict(read_metadata(src) or {})
+        meta.pop("schema_version", None)
+        meta["orientation"] = {**meta.get("orientation", {}), "unclear_threshold": chosen,
+                               "unclear_threshold_chosen_by": "benchmarks/orient_confidence.py: validation split + "
+                                                              "development non-hand suite, with " + a.model.name}
+        write_bytes_atomic(a.write, add_metadata(src.read_bytes(), meta))
+        print(f"wrote {a.write} (unclear_threshold {chosen})")
     return 0
 
 

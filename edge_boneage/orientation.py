@@ -17,9 +17,9 @@ import numpy as np
 
 CLASSES = ("upright", "rot90", "rot180", "rot270", "mirrored", "mirrored+rot90", "mirrored+rot180", "mirrored+rot270")
 DEFAULT_MODEL = Path(__file__).resolve().parent / "pretrained" / "orientation.tflite"
-#: below this top probability the orientation is "unclear": the image is left as it is and the gate flags it
-#: (chosen on the validation split + development non-hand suite: benchmarks/orient_confidence.py, BENCHMARKS.md
-#: `orient_confidence`: the lowest threshold at which no development non-hand picture passes)
+#: below this top probability the orientation is "unclear": the image is left as it is and the gate flags it. The
+#: model file's metadata ("unclear_threshold") overrides it: benchmarks/orient_confidence.py chooses it per classifier
+#: on the validation split + development non-hand suite (the lowest threshold at which no development picture passes)
 MIN_CONFIDENCE = 0.5
 #: default probabilities needed to turn an image (the model file's metadata overrides them): the rotation
 #: (P(k) = p[k] + p[k + 4], k != 0) and the mirroring (P(mirrored) = p[4] + ... + p[7]) are decided separately,
@@ -55,6 +55,7 @@ class Orientation:
     probs: tuple
     rotate_threshold: float = ROTATE_THRESHOLD
     mirror_threshold: float = MIRROR_THRESHOLD
+    unclear_threshold: float = MIN_CONFIDENCE
 
     @property
     def name(self) -> str:
@@ -62,7 +63,7 @@ class Orientation:
 
     @property
     def confident(self) -> bool:
-        return self.prob >= MIN_CONFIDENCE
+        return self.prob >= self.unclear_threshold
 
     @property
     def rotation(self) -> tuple[int, float]:
@@ -103,12 +104,14 @@ class Orienter:
         meta = (read_metadata(self.path) or {}).get("orientation") or {}
         self.rotate_threshold = float(meta.get("rotate_threshold", ROTATE_THRESHOLD))
         self.mirror_threshold = float(meta.get("mirror_threshold", MIRROR_THRESHOLD))
+        self.unclear_threshold = float(meta.get("unclear_threshold", MIN_CONFIDENCE))
 
     def estimate(self, img: np.ndarray) -> Orientation:
         x = squeeze(img, self.size)[None, :, :, None]
         p = np.asarray(self.model({"image": x})["orient"], np.float64).reshape(-1)
         c = int(np.argmax(p))
-        return Orientation(c, float(p[c]), tuple(float(v) for v in p), self.rotate_threshold, self.mirror_threshold)
+        return Orientation(c, float(p[c]), tuple(float(v) for v in p), self.rotate_threshold, self.mirror_threshold,
+                           self.unclear_threshold)
 
 
 _DEFAULT: Orienter | None = None
