@@ -51,6 +51,21 @@ def jitter(im: np.ndarray, rng, rot_deg: float = 12.0) -> np.ndarray:
     return (255.0 * (out / 255.0) ** g).astype(np.uint8)
 
 
+def tile_shuffle(im: np.ndarray, rng) -> np.ndarray:
+    """An outlier made from a radiograph: cut into an n x n grid (n in 2..6), tiles shuffled, each turned and mirrored
+    at random. Its texture is a radiograph's, its layout is no hand's in any orientation: trained towards the uniform
+    distribution (outlier exposure), so the classifier learns not to be sure of what is not a hand."""
+    import cv2
+
+    n = int(rng.integers(2, 7))
+    t = max(4, min(im.shape) // n)
+    sq = cv2.resize(im, (t * n, t * n), interpolation=cv2.INTER_AREA)
+    tiles = [sq[r * t:(r + 1) * t, c * t:(c + 1) * t] for r in range(n) for c in range(n)]
+    tiles = [np.rot90(x[:, ::-1] if rng.random() < 0.5 else x, int(rng.integers(4))) for x in
+             (tiles[i] for i in rng.permutation(len(tiles)))]
+    return np.ascontiguousarray(np.vstack([np.hstack(tiles[r * n:(r + 1) * n]) for r in range(n)]))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rsna-dir", type=Path, required=True)
@@ -58,6 +73,9 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--width", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--outliers", type=float, default=0.0,
+                    help="add this fraction of tile-shuffled radiographs (tile_shuffle) to each epoch, with uniform "
+                         "targets (outlier exposure; default 0: none)")
     ap.add_argument("--rot-deg", type=float, default=12.0,
                     help="training rotation jitter +-DEG around each of the 8 orientations (real films lie tilted by "
                          "up to ~45 degrees; keep it below 45 so the classes stay apart)")
@@ -88,8 +106,8 @@ def main(argv=None) -> int:
                                     "note": "whole image squeezed (INTER_AREA), uint8 grey; no hand crop"})
     steps = a.epochs * (len(tr_img) // 64)
     lr = keras.optimizers.schedules.CosineDecay(2e-3, steps, alpha=0.02)
-    model.compile(optimizer=keras.optimizers.Adam(lr), loss={"orient": "sparse_categorical_crossentropy"},
-                  metrics={"orient": ["accuracy"]})
+    model.compile(optimizer=keras.optimizers.Adam(lr), loss={"orient": "categorical_crossentropy"},
+                  metrics={"orient": ["categorical_accuracy"]})
     best, best_w = -1.0, None
     if a.from_keras:
         from edge_boneage.modelfile import load_model
@@ -100,12 +118,18 @@ def main(argv=None) -> int:
     for ep in range(0 if a.from_keras else a.epochs):
         cls = rng.integers(0, 8, len(tr_img))
         x = np.stack([squeeze(apply_orientation(jitter(im, rng, a.rot_deg), c), a.size) for im, c in zip(tr_img, cls)])[..., None]
+        y = np.eye(8, dtype=np.float32)[cls]
+        n_out = int(round(a.outliers * len(tr_img)))
+        if n_out:
+            pick = rng.integers(0, len(tr_img), n_out)
+            xo = np.stack([squeeze(tile_shuffle(jitter(tr_img[i], rng, a.rot_deg), rng), a.size) for i in pick])[..., None]
+            x, y = np.concatenate([x, xo]), np.concatenate([y, np.full((n_out, 8), 1 / 8, np.float32)])
         t1 = time.time()
-        h = model.fit(x, {"orient": cls}, batch_size=64, epochs=1, verbose=0, shuffle=True)
+        h = model.fit(x, {"orient": y}, batch_size=64, epochs=1, verbose=0, shuffle=True)
         pv = np.asarray(model.predict(xv, batch_size=256, verbose=0)["orient"])
         acc = float((pv.argmax(1) == yv).mean())
         print(f"epoch {ep + 1}/{a.epochs}: train loss {h.history['loss'][-1]:.4f} acc "
-              f"{h.history.get('orient_accuracy', h.history.get('accuracy', [float('nan')]))[-1]:.4f}; val acc (all 8 orientations, n={len(yv)}) {acc:.4f}; "
+              f"{h.history.get('orient_categorical_accuracy', h.history.get('categorical_accuracy', [float('nan')]))[-1]:.4f}; val acc (all 8 orientations, n={len(yv)}) {acc:.4f}; "
               f"{time.time() - t1:.0f} s", flush=True)
         if acc > best:
             best, best_w = acc, model.get_weights()
@@ -158,6 +182,7 @@ def main(argv=None) -> int:
                         "input_size": a.size,
                         "input": "whole decoded image squeezed to input_size (cv2.INTER_AREA), uint8 grey",
                         "trained": f"protocol training split, {a.epochs} epochs, width {a.width}, seed {a.seed}, rotation jitter +-{a.rot_deg:g} deg"
+                        + (f", outlier exposure {a.outliers:g} (tile-shuffled radiographs, uniform targets)" if a.outliers else "")
                         + (f" (thresholds re-chosen from {a.from_keras.name})" if a.from_keras else ""),
                         "val_accuracy": best}}))
     o = Orienter(tfl)
