@@ -169,7 +169,10 @@ def main(argv=None) -> int:
           f"{fr['bias_ci'][0]:+.2f} to {fr['bias_ci'][1]:+.2f})"
           + (f"; raw (unregistered) films {raw['bias']:+.2f} (n={raw['n']})" if raw else "")
           + ". The youngest children are over-aged and the oldest under-aged (see the age bands): the pull to the "
-          "middle that `calibrate --method inverse` would remove at a cost in overall MAE (BENCHMARKS.md `val_choices`).",
+          "middle that `calibrate --method inverse` would remove at a cost in overall MAE (BENCHMARKS.md `val_choices`). "
+          "Two fifth-stage fine-tunes aimed at the full-resolution bias were measured and not shipped: blur / "
+          "unsharp-mask augmentation (`blur_finetune`: +6.43) and age-balanced sampling (`balanced_finetune`: test "
+          "9.88 but full resolution +7.34; rejected on validation by a rule set beforehand).",
           "- 100x100 training images (upsampled to the input size): fine bone detail is lost; a GPU run on "
           "full-resolution films at 224-512 px is the next step.",
           "- The hand localiser is a classical rule (Otsu, largest component); it can fail on films where the hand "
