@@ -141,6 +141,8 @@ def train(config: TrainConfig, source=None, *, explicit=None) -> TrainResult:
     """
     t0 = time.time()
     out = Path(config.out)
+    if not 0.0 <= config.balance_ages <= 1.0:  # before the run folder is touched
+        raise EdgeBoneageError(f"--balance-ages {config.balance_ages:g}: expected a power in [0, 1]")
     folder = RunFolder(out, "training run")
     state = folder.begin(config.resume)
     if state:

@@ -135,7 +135,7 @@ def test_batches_contract_and_deterministic_per_epoch():
     assert sorted(order0.tolist()) == list(range(20))
 
 
-def test_age_balanced_draws_flatten_the_age_histogram():
+def test_age_balanced_draws_flatten_the_age_histogram(tmp_path):
     rng = np.random.default_rng(0)
     months = np.concatenate([rng.uniform(120, 132, 900), rng.uniform(24, 36, 100)])  # 9:1 over two one-year bins
     p = sources.age_balance_probs(months, 1.0)
@@ -144,6 +144,10 @@ def test_age_balanced_draws_flatten_the_age_histogram():
     assert np.allclose(sources.age_balance_probs(months, 0.0), 1 / len(months))
     with pytest.raises(EdgeBoneageError, match="balance power"):
         sources.age_balance_probs(months, 1.5)
+    out = tmp_path / "run"
+    with pytest.raises(EdgeBoneageError, match=r"--balance-ages 2: expected a power in \[0, 1\]"):
+        T.train(T.TrainConfig(data="synth", balance_ages=2.0, out=str(out)))
+    assert not out.exists()  # refused before the run folder was made
     src = sources.ArrayImages(rng.integers(0, 255, (1000, S, S), dtype=np.uint8), months, np.ones(1000))
     m = sources.BatchMaker(src, 50, shuffle=True, augment=sources.Augment(), seed=1, balance=1.0)
     young = [np.mean(src.months[m.order()] < 100) for m.epoch in range(5)]
