@@ -2,8 +2,8 @@
 suite, predict's whole gate at each threshold.
 
 An image is flagged "orientation unclear" when the classifier's top probability is below a threshold
-(the classifier file's metadata "unclear_threshold", else edge_boneage.orientation.MIN_CONFIDENCE). The threshold trades the two errors: a lower one flags fewer real
-radiographs, a higher one catches more non-hand pictures. This sweep uses only what calibration may use: the
+(the classifier file's metadata "unclear_threshold", else edge_boneage.orientation.MIN_CONFIDENCE). The threshold
+trades the two errors: a lower one flags fewer real radiographs, a higher one catches more non-hand pictures. This sweep uses only what calibration may use: the
 protocol's VALIDATION split (real films, img100) and the development non-hand suite of benchmarks.quality_gate
 (make_nonhand_suite). Never the test split, the full-resolution films or the held-out non-hand suite: those report,
 in benchmarks.quality_gate --as-predict, after the choice.
@@ -21,8 +21,6 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-
-import numpy as np
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
@@ -59,9 +57,8 @@ def main(argv=None) -> int:
 
     cv2.setNumThreads(1)
     from benchmarks.quality_gate import make_nonhand_suite
-    from edge_boneage import datasets
+    from edge_boneage import datasets, orientation
     from edge_boneage.dataconfig import protocol_split
-    from edge_boneage import orientation
     from edge_boneage.predict import AgePredictor
 
     predictor = AgePredictor(a.model)
@@ -74,8 +71,8 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         items = make_nonhand_suite(Path(tmp) / "nonhand", test)  # the same suite benchmarks.quality_gate reports
         fake = verdicts(predictor, [p for _s, _n, p in items])
-    print(f"model {a.model.name}; orienter {a.orienter or 'packaged'}; validation split n={len(real)} real radiographs (img100); development non-hand "
-          f"suite n={len(fake)} pictures; its threshold now {current}\n")
+    print(f"model {a.model.name}; orienter {a.orienter or 'packaged'}; validation split n={len(real)} real "
+          f"radiographs (img100); development non-hand suite n={len(fake)} pictures; its threshold now {current}\n")
     print("| threshold | real flagged (any reason) | real flagged by orientation only | non-hand passed |")
     print("|---|---|---|---|")
     chosen = None

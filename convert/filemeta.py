@@ -19,7 +19,6 @@ from edge_boneage import EdgeBoneageError, __version__
 from edge_boneage.convert.checkdata import _image_shape, input_specs
 
 
-
 def _outputs_meaning(model, task: str, io_tensors: dict | None = None) -> dict:
     if task == "age":
         from keras_models.mobilenet import AGE_CENTRES_MONTHS
@@ -80,11 +79,10 @@ def _io_tensors(path: Path) -> dict:
 
 def build_metadata(model, keras_path: Path, task: str, info: dict, parity: dict, src: dict, io_tensors: dict,
                    calib: str | None) -> dict:
-    from edge_boneage.preprocess import PreprocessSpec
+    from edge_boneage.preprocess import spec_of_keras_model
 
     size, ch = _image_shape(model)
     names = input_specs(model)
-    from edge_boneage.preprocess import spec_of_keras_model
 
     # a stage model's input is a region crop (its recipe: the caller's extra record), not a whole-hand frame
     whole_hand = ch == 1 and task == "age"
